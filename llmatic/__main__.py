@@ -1,0 +1,69 @@
+"""The Hydra app: ``llmatic [overrides]`` or ``python -m llmatic [overrides]``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from llmatic.search import CONFIG, ConfigError
+
+log = logging.getLogger("llmatic")
+
+# Overrides that may change when a run is resumed (e.g. to extend it).
+RESUMABLE_OVERRIDES = ("budget.generations", "sandbox.", "logger")
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config saved in ``cfg.resume``, plus the overrides that may change on resume."""
+    run_dir = Path(cfg.resume).expanduser()
+    saved_path = run_dir / CONFIG
+    if not saved_path.exists():
+        raise ConfigError(f"resume={run_dir}: no {CONFIG} there; is it an llmatic run directory?")
+    saved = OmegaConf.load(saved_path)
+    allowed = [o for o in overrides if o.lstrip("+~").startswith(RESUMABLE_OVERRIDES)]
+    if allowed:
+        saved = OmegaConf.merge(saved, OmegaConf.from_dotlist(allowed))
+    ignored = [o for o in overrides if o not in allowed and not o.startswith("resume=")]
+    if ignored:
+        log.warning("resume uses the run's saved config; ignoring overrides %s", ignored)
+    saved.resume = str(run_dir)
+    return saved
+
+
+# The repository's top-level conf/ (the package is installed in editable mode by `make`).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
+def _app(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from llmatic.data import DatasetError
+    from llmatic.search import run_search
+
+    try:
+        if cfg.resume:
+            cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
+            run_dir = Path(cfg.resume)
+        else:
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+        summary = run_search(cfg, run_dir, resume=bool(cfg.resume))
+    except (ConfigError, DatasetError) as exc:
+        print(f"llmatic: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"run directory: {run_dir}")
+    # Returned for Hydra sweepers (e.g. Optuna) that optimise a scalar.
+    return summary["network_archive"]["best_fitness"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Datasets as LightningDataModules, and the array file that sandboxed children train on.
+
+The search process loads and splits a dataset once (``prepare_data`` + ``setup``). It then
+writes the training split and the *unlabelled* validation inputs as ``.npy`` files that every
+sandboxed child memory-maps (images stay uint8 on disk and are normalised per batch, so a
+child of a CIFAR-10 search maps 150 MB instead of copying 600 MB). Validation labels and the
+test split never leave the search process, so a candidate cannot read the numbers it is
+judged by.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded; the message names the config key to fix."""
+
+
+class BatchArrayDataset(Dataset):
+    """Whole batches by fancy indexing into (possibly memory-mapped) uint8 arrays.
+
+    ``dataset[indices]`` returns normalised float32 inputs ``(x * scale - mean) / std``
+    (per channel) and int64 labels (or only inputs when ``y`` is None).
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        *,
+        scale: float,
+        mean: list[float] | np.ndarray,
+        std: list[float] | np.ndarray,
+    ) -> None:
+        self.x, self.y = x, y
+        self.scale = float(scale)
+        self.mean = torch.tensor(np.asarray(mean, dtype=np.float32)).view(1, -1, 1, 1)
+        self.std = torch.tensor(np.asarray(std, dtype=np.float32)).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, indices):  # noqa: ANN001, ANN204 - list of ints from BatchSampler
+        idx = np.sort(np.asarray(indices))  # sorted reads are kinder to a memory map
+        x = torch.from_numpy(np.asarray(self.x[idx], dtype=np.float32))
+        x = (x * self.scale - self.mean) / self.std
+        if self.y is None:
+            return x
+        return x, torch.from_numpy(np.asarray(self.y[idx], dtype=np.int64))
+
+
+def batch_loader(dataset: BatchArrayDataset, batch_size: int, *, shuffle: bool, seed: int = 0):
+    """A DataLoader that yields whole batches from a :class:`BatchArrayDataset`."""
+    if shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(
+        dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None
+    )
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """A datamodule whose splits are in-memory arrays (uint8 images N x C x H x W).
+
+    Subclasses implement :meth:`load`, returning ``(x_train, y_train, x_test, y_test)`` with
+    uint8 images N x C x H x W, and set ``scale``, ``mean`` and ``std``. ``x_test`` may be
+    None: then ``test_fraction`` of the training data is held out as the test split. The
+    validation split is always carved out of the training data with a fixed ``split_seed``,
+    so every candidate of a run sees the same split.
+    """
+
+    #: Normalisation applied per batch: (x * scale - mean) / std, per channel.
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int] | list[int],
+        num_classes: int,
+        val_fraction: float = 0.2,
+        test_fraction: float | None = None,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        data_dir: str | None = None,
+        download: bool = False,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise DatasetError(f"dataset.val_fraction must be in (0, 1), got {val_fraction}")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_classes = int(num_classes)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = test_fraction
+        self.split_seed = int(split_seed)
+        self.batch_size = int(batch_size)
+        self.data_dir = data_dir
+        self.download = bool(download)
+        self.name = name
+        self.splits: dict[str, np.ndarray] = {}
+
+    # -- to implement -------------------------------------------------------------------
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Return ``(x_train, y_train, x_test, y_test)`` as uint8 / int64 arrays."""
+        raise NotImplementedError
+
+    # -- LightningDataModule ------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data and build train / val / test splits (idempotent)."""
+        if self.splits:
+            return
+        x, y, x_test, y_test = self.load()
+        rng = np.random.default_rng(self.split_seed)
+        if x_test is None:
+            frac = self.test_fraction or 0.2
+            order = rng.permutation(len(x))
+            n_test = max(1, int(round(frac * len(x))))
+            test_idx, order = order[:n_test], order[n_test:]
+            x_test, y_test = x[test_idx], y[test_idx]
+            x, y = x[order], y[order]
+        order = rng.permutation(len(x))
+        n_val = max(1, int(round(self.val_fraction * len(x))))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self.splits = {
+            "x_train": np.ascontiguousarray(x[train_idx], dtype=np.uint8),
+            "y_train": np.ascontiguousarray(y[train_idx], dtype=np.int64),
+            "x_val": np.ascontiguousarray(x[val_idx], dtype=np.uint8),
+            "y_val": np.ascontiguousarray(y[val_idx], dtype=np.int64),
+            "x_test": np.ascontiguousarray(x_test, dtype=np.uint8),
+            "y_test": np.ascontiguousarray(y_test, dtype=np.int64),
+        }
+        got = self.splits["x_train"].shape[1:]
+        if tuple(got) != self.input_shape:
+            raise DatasetError(
+                f"dataset.input_shape is {list(self.input_shape)} but the data has "
+                f"{list(got)}; fix dataset.input_shape"
+            )
+
+    @property
+    def normalization(self) -> dict[str, object]:
+        """Keyword arguments of :class:`BatchArrayDataset` for this dataset."""
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
+
+    def dataset(self, split: str, *, labels: bool = True) -> BatchArrayDataset:
+        """The ``train`` / ``val`` / ``test`` split as a :class:`BatchArrayDataset`."""
+        self.setup()
+        y = self.splits[f"y_{split}"] if labels else None
+        return BatchArrayDataset(self.splits[f"x_{split}"], y, **self.normalization)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return batch_loader(self.dataset(split), self.batch_size, shuffle=shuffle,
+                            seed=self.split_seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (held out from the training data)."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches: used only to report final elites, never during search."""
+        return self._loader("test", shuffle=False)
+
+    # -- hand-off to sandboxed children --------------------------------------------------
+    def write_child_arrays(self, directory: str | os.PathLike) -> Path:
+        """Write train inputs+labels and *unlabelled* val inputs for sandboxed children.
+
+        Files: ``x_train.npy``, ``y_train.npy``, ``x_val.npy`` and ``normalization.json``.
+        Each is written to a temporary name and renamed, so a reader never sees half a file.
+        """
+        self.setup()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for key in ("x_train", "y_train", "x_val"):
+            tmp = directory / f".{key}.tmp.npy"
+            np.save(tmp, self.splits[key])
+            os.replace(tmp, directory / f"{key}.npy")
+        (directory / "normalization.json").write_text(json.dumps(self.normalization))
+        return directory
+
+
+def load_child_arrays(directory: str | os.PathLike) -> tuple[BatchArrayDataset, np.ndarray]:
+    """Open what :meth:`ArrayDataModule.write_child_arrays` wrote (memory-mapped).
+
+    Returns the labelled training dataset and the unlabelled validation inputs.
+    """
+    directory = Path(directory)
+    norm = json.loads((directory / "normalization.json").read_text())
+    x_train = np.load(directory / "x_train.npy", mmap_mode="r")
+    y_train = np.load(directory / "y_train.npy")
+    x_val = np.load(directory / "x_val.npy", mmap_mode="r")
+    return BatchArrayDataset(x_train, y_train, **norm), BatchArrayDataset(x_val, None, **norm)
+
+
+class DigitsDataModule(ArrayDataModule):
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes). Needs no download."""
+
+    scale = 1.0 / 16.0  # pixel values are integers 0..16
+    mean = (0.0,)
+    std = (1.0,)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, None, None]:
+        """Load the bundled digits as uint8 N x 1 x 8 x 8."""
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x = bunch.images.astype(np.uint8)[:, None, :, :]
+        return x, bunch.target.astype(np.int64), None, None
+
+
+class CIFAR10DataModule(ArrayDataModule):
+    """CIFAR-10 through torchvision, normalised per channel.
+
+    ``data_dir`` is the folder that holds (or will hold) ``cifar-10-batches-py``. With
+    ``download=True`` torchvision downloads it there when it is missing. torchvision checks
+    every file's MD5 against the official release; ``verify_checksums=False`` skips that for
+    a re-packed or reduced copy in the same format (the files are still parsed by
+    torchvision's own loader).
+    """
+
+    def __init__(self, *, verify_checksums: bool = True, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.verify_checksums = bool(verify_checksums)
+
+    scale = 1.0 / 255.0
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+
+    def prepare_data(self) -> None:
+        """Check the files exist (or download them) before any search work starts."""
+        self._datasets()
+
+    def _datasets(self):  # noqa: ANN202 - torchvision types
+        from torchvision.datasets import CIFAR10
+
+        if not self.data_dir:
+            raise DatasetError(
+                "dataset.data_dir is not set: give the folder holding cifar-10-batches-py, "
+                "e.g. dataset.data_dir=/path/to/data"
+            )
+        root = Path(self.data_dir).expanduser()
+        if not self.download and not (root / "cifar-10-batches-py").is_dir():
+            raise DatasetError(
+                f"dataset.data_dir={root} has no cifar-10-batches-py folder and "
+                "dataset.download=false. Point dataset.data_dir at a local copy of CIFAR-10 "
+                "(the folder containing cifar-10-batches-py) or set dataset.download=true "
+                "on a machine with internet access."
+            )
+        cls = CIFAR10
+        if not self.verify_checksums:
+
+            class UncheckedCIFAR10(CIFAR10):
+                # torchvision's check_integrity(path, None) only checks that a file exists.
+                train_list = [[name, None] for name, _ in CIFAR10.train_list]
+                test_list = [[name, None] for name, _ in CIFAR10.test_list]
+                meta = {**CIFAR10.meta, "md5": None}
+
+            cls = UncheckedCIFAR10
+        try:
+            train = cls(root=str(root), train=True, download=self.download)
+            test = cls(root=str(root), train=False, download=self.download)
+        except Exception as exc:  # network errors, corrupt files, permissions
+            raise DatasetError(
+                f"could not load CIFAR-10 from dataset.data_dir={root} "
+                f"(dataset.download={self.download}): {exc}. Put a copy of "
+                "cifar-10-batches-py there, or enable dataset.download on a machine with "
+                "internet access."
+            ) from exc
+        return train, test
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Load both official splits as uint8 N x 3 x 32 x 32."""
+        train, test = self._datasets()
+
+        def to_array(images: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2))
+
+        return (
+            to_array(train.data),
+            np.asarray(train.targets, dtype=np.int64),
+            to_array(test.data),
+            np.asarray(test.targets, dtype=np.int64),
+        )

@@ -1,0 +1,40 @@
+"""The interface every code generator implements: batched ``generate``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from llmatic.types import Completion, GenerationRequest
+
+
+class CodeGenerator(abc.ABC):
+    """Turns prompts into completions, one per request, in order.
+
+    Implementations never raise for a single bad request: they return a
+    :class:`~llmatic.types.Completion` whose ``error`` says what went wrong, so the search
+    records the candidate as ``llm_error`` and goes on.
+    """
+
+    #: Human-readable name used in logs and the run summary.
+    name: str = "generator"
+    #: False for generators that are not language models (the rule-based mutator).
+    is_llm: bool = True
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Return one completion per request, in the same order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (models, connections). Default: nothing."""
+
+
+class NullGenerator(CodeGenerator):
+    """Generates nothing (every request fails). Used where no generation is wanted."""
+
+    name = "none"
+    is_llm = False
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """One error completion per request."""
+        return [Completion(text="", error="no generator configured") for _ in requests]

@@ -1,0 +1,107 @@
+"""Per-generation metric loggers (config group ``logger``)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Interface: ``start`` once, ``log_generation`` per generation, ``finish`` once."""
+
+    def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
+        """Open the sink."""
+
+    def log_generation(self, metrics: dict[str, Any], step: int) -> None:
+        """Record one generation's metrics."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Close the sink."""
+
+
+class CSVLogger(MetricsLogger):
+    """Appends one row per generation to ``metrics.csv`` in the run directory."""
+
+    def __init__(self, *, filename: str = "metrics.csv") -> None:
+        self.filename = filename
+        self.path: Path | None = None
+        self.fields: list[str] | None = None
+
+    def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
+        """Remember where to write; on resume keep the existing header."""
+        self.path = Path(run_dir) / self.filename
+        if resumed and self.path.exists():
+            with open(self.path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+            self.fields = header
+
+    def log_generation(self, metrics: dict[str, Any], step: int) -> None:
+        """Append a row (the header is written with the first row)."""
+        assert self.path is not None, "start() first"
+        row = {"generation": step, **metrics}
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as fh:
+                csv.DictWriter(fh, self.fields).writeheader()
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, self.fields, extrasaction="ignore").writerow(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate(self, generations: int) -> None:
+        """Drop rows after ``generations`` (used when resuming from a checkpoint)."""
+        if self.path is None or not self.path.exists():
+            return
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= generations]
+        with open(self.path, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+
+
+class WandbLogger(MetricsLogger):
+    """Weights & Biases. ``mode=offline`` (or ``WANDB_MODE=offline``) needs no network."""
+
+    def __init__(
+        self,
+        *,
+        project: str = "llmatic",
+        entity: str | None = None,
+        group: str | None = None,
+        mode: str | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        self.kwargs = dict(project=project, entity=entity, group=group, mode=mode,
+                           tags=list(tags or []))
+        self.run = None
+
+    def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
+        """Start (or resume) a W&B run stored under the run directory."""
+        import wandb
+
+        run_id_file = Path(run_dir) / "wandb_run_id.txt"
+        run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+        kwargs = {k: v for k, v in self.kwargs.items() if v is not None}
+        self.run = wandb.init(
+            dir=str(run_dir), config=config, id=run_id, resume="allow" if run_id else None,
+            settings=wandb.Settings(init_timeout=60, silent=True), **kwargs,
+        )
+        run_id_file.write_text(self.run.id)
+
+    def log_generation(self, metrics: dict[str, Any], step: int) -> None:
+        """Log the generation's scalars."""
+        if self.run is not None:
+            self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the summary and close the run."""
+        if self.run is not None:
+            for key, value in summary.items():
+                if isinstance(value, (int, float, str)):
+                    self.run.summary[key] = value
+            self.run.finish()
+            self.run = None

@@ -1,0 +1,447 @@
+"""Run untrusted network code in fresh child processes with limits.
+
+Design (METHOD.md §3.10): generated code never runs in the search process. A
+*pre-warmed server* process (started once per run) imports torch, Lightning and the
+worker, then ``fork()``s one fresh child per candidate, so a candidate pays milliseconds
+instead of the ~10 s it takes a new interpreter to import Lightning. The server itself never
+runs candidate code; each child runs exactly one candidate and exits.
+
+Each child, before the candidate's code runs:
+
+* starts a new session (its own process group), so a timeout kills it and anything it
+  spawned with one ``SIGKILL`` to the group — a signal the code cannot catch;
+* limits its data segment (``RLIMIT_DATA``) to the server's baseline + ``memory_mb``, its
+  file sizes (``RLIMIT_FSIZE``) and core dumps;
+* gets a scrubbed environment (no API keys), a private working directory, stdin from
+  ``/dev/null`` and stdout/stderr redirected to capped files;
+* installs an audit hook (``sys.addaudithook``) that refuses process creation, sockets,
+  ``ctypes`` and writes outside its working directory.
+
+What this does NOT protect against: a kernel or CPython exploit, reads of files the user
+can read (the child runs as the same user), CPU time stolen from other processes until the
+timeout fires, and exhaustion of GPU memory shared with other jobs. Run searches of models
+you do not trust inside a container or VM as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmatic.types import EvalResult, Status
+from llmatic.worker import LOGITS_FILE, RESULT_FILE
+
+#: Largest file a child may write (its logs, result and logits).
+MAX_FILE_BYTES = 256 * 2**20
+#: How much of a child's stderr is kept in an error message.
+STDERR_TAIL = 2000
+
+_BLOCKED_EVENTS = frozenset(
+    {
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+        "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg",
+        "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
+        "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function",
+        "ctypes.addressof", "ctypes.string_at", "ctypes.wstring_at",
+        "os.chdir", "os.symlink", "os.link",
+        "shutil.rmtree", "webbrowser.open",
+    }
+)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_PATH_EVENTS = frozenset(
+    {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
+     "os.utime", "os.listdir", "os.scandir"}
+)
+
+
+def _install_audit_hook(workdir: str) -> None:
+    """Refuse dangerous operations from here on (see the module docstring)."""
+    root = os.path.realpath(workdir)
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int):  # an already-open descriptor
+            return True
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return real == root or real.startswith(root + os.sep)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in _BLOCKED_EVENTS:
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
+            if writing and not inside(path):
+                raise PermissionError(f"sandbox: writing {path!r} is not allowed")
+        elif event in _PATH_EVENTS:
+            if event in {"os.listdir", "os.scandir"}:
+                return
+            for path in args[:2]:
+                if isinstance(path, (str, bytes, os.PathLike)) and not inside(path):
+                    raise PermissionError(f"sandbox: {event} on {path!r} is not allowed")
+
+    sys.addaudithook(hook)
+
+
+def _vm_data_bytes() -> int:
+    """This process's current data segment size (what RLIMIT_DATA measures)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _child(job_dir: str, memory_mb: int, torch_threads: int) -> None:
+    """Body of a forked child: limits, then the worker. Never returns."""
+    code = 0
+    try:
+        os.setsid()
+        os.chdir(job_dir)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open("stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.closerange(3, 1024)  # the server's protocol pipes and anything else
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        limit = _vm_data_bytes() + int(memory_mb) * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        keep = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        os.environ.clear()
+        os.environ.update(keep)
+        os.environ.update(
+            {"HOME": job_dir, "TMPDIR": job_dir, "OMP_NUM_THREADS": str(torch_threads)}
+        )
+        from llmatic.worker import run_job
+
+        job = json.loads(Path("job.json").read_text())
+        job["torch_threads"] = torch_threads
+        _install_audit_hook(job_dir)
+        run_job(job, Path(job_dir))
+    except BaseException:  # noqa: BLE001 - the result file says what happened
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)  # skip atexit handlers and finalizers inherited from the server
+
+
+def serve() -> None:
+    """The pre-warmed server loop: read job lines on stdin, fork, report exits.
+
+    Protocol (JSON lines): in ``{"id", "job_dir", "memory_mb", "torch_threads"}``; out
+    ``{"id", "pid"}`` after forking and ``{"id", "exitcode"}`` after the child is reaped
+    (negative: killed by that signal).
+    """
+    # Keep the protocol on a private descriptor; stray prints from libraries go to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    # Import everything a child needs once, here, before any fork (and never init CUDA).
+    import lightning  # noqa: F401
+    import thop  # noqa: F401
+    import torch  # noqa: F401
+
+    import llmatic.data  # noqa: F401
+    import llmatic.training  # noqa: F401
+    import llmatic.worker  # noqa: F401
+
+    proto.write(json.dumps({"ready": True}) + "\n")
+    children: dict[int, Any] = {}
+    buffer = b""
+    stdin_open = True
+    while stdin_open or children:
+        if stdin_open:
+            ready, _, _ = select.select([0], [], [], 0.02)
+            if ready:
+                data = os.read(0, 65536)
+                if not data:
+                    stdin_open = False  # the search process is gone: kill what is left
+                    for pid in list(children):
+                        _kill_group(pid)
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    req = json.loads(line)
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(req["job_dir"], req["memory_mb"], req["torch_threads"])
+                    children[pid] = req["id"]
+                    proto.write(json.dumps({"id": req["id"], "pid": pid}) + "\n")
+        else:
+            time.sleep(0.02)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                break
+            if pid == 0:
+                break
+            job_id = children.pop(pid, None)
+            if job_id is not None:
+                code = os.waitstatus_to_exitcode(status)
+                proto.write(json.dumps({"id": job_id, "exitcode": code}) + "\n")
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class ChildOutcome:
+    """What the search process learns about one child."""
+
+    result: dict[str, Any] | None
+    exitcode: int | None
+    timed_out: bool
+    stderr_tail: str
+    seconds: float
+
+
+class Sandbox:
+    """Client of the pre-warmed server; thread-safe, one call to :meth:`run` per candidate.
+
+    Args:
+        timeout_s: Wall-clock limit per candidate; the child's process group is killed.
+        memory_mb: Memory a candidate may allocate beyond the pre-warmed runtime.
+        torch_threads: Intra-op threads inside each child.
+    """
+
+    def __init__(self, *, timeout_s: float, memory_mb: int, torch_threads: int = 1) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"sandbox.timeout_s must be > 0, got {timeout_s}")
+        if memory_mb < 64:
+            raise ValueError(f"sandbox.memory_mb must be >= 64, got {memory_mb}")
+        self.timeout_s = float(timeout_s)
+        self.memory_mb = int(memory_mb)
+        self.torch_threads = max(1, int(torch_threads))
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._waiters: dict[int, queue.Queue] = {}
+        self._next_id = 0
+        self._ready = False
+
+    # -- server lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the server now (it imports torch and Lightning in the background)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        env = dict(os.environ)
+        # One thread per library pool in the server: forking a process with busy OpenMP /
+        # OpenBLAS pools can deadlock the child.
+        env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "PYTHONWARNINGS": "ignore"})
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "llmatic.sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
+        self._ready = False
+
+    def _ensure_server(self) -> subprocess.Popen:
+        self.start()
+        if not self._ready:
+            ready = self._proc.stdout.readline()
+            if not ready:
+                raise RuntimeError(
+                    "the sandbox server failed to start; run `python -m llmatic.sandbox` to "
+                    "see why"
+                )
+            self._ready = True
+            threading.Thread(target=self._reader, args=(self._proc,), daemon=True).start()
+        return self._proc
+
+    def _reader(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            waiter = self._waiters.get(msg.get("id"))
+            if waiter is not None:
+                waiter.put(msg)
+        # The server died: wake everyone still waiting.
+        for waiter in list(self._waiters.values()):
+            waiter.put({"exitcode": None, "server_died": True})
+
+    def close(self) -> None:
+        """Stop the server; children still running are killed by it."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one candidate ------------------------------------------------------------------
+    def run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        """Run ``job`` in a fresh child with ``job_dir`` as its working directory."""
+        job_dir = Path(job_dir).resolve()
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (RESULT_FILE, LOGITS_FILE):
+            (job_dir / stale).unlink(missing_ok=True)
+        (job_dir / "job.json").write_text(json.dumps(job))
+        waiter: queue.Queue = queue.Queue()
+        started = time.perf_counter()
+        with self._lock:
+            proc = self._ensure_server()
+            job_id = self._next_id
+            self._next_id += 1
+            self._waiters[job_id] = waiter
+            request = {"id": job_id, "job_dir": str(job_dir), "memory_mb": self.memory_mb,
+                       "torch_threads": self.torch_threads}
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.flush()
+        timed_out, exitcode, pid = False, None, None
+        try:
+            deadline = started + self.timeout_s
+            while True:
+                try:
+                    msg = waiter.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    timed_out = True
+                    if pid is not None:
+                        _kill_group(pid)
+                    try:  # the server reaps the killed child and reports it
+                        waiter.get(timeout=10)
+                    except queue.Empty:
+                        pass
+                    break
+                if "pid" in msg:
+                    pid = msg["pid"]
+                    continue
+                exitcode = msg.get("exitcode")
+                if pid is not None:
+                    _kill_group(pid)  # anything the candidate left running in its group
+                break
+        finally:
+            self._waiters.pop(job_id, None)
+        result = None
+        path = job_dir / RESULT_FILE
+        if path.exists():
+            try:
+                result = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                result = None
+        return ChildOutcome(
+            result=result,
+            exitcode=exitcode,
+            timed_out=timed_out,
+            stderr_tail=_tail(job_dir / "stderr.txt"),
+            seconds=time.perf_counter() - started,
+        )
+
+
+def _tail(path: Path, limit: int = STDERR_TAIL) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def score_logits(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``logits`` against ``labels`` (in the parent)."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    return accuracy, loss
+
+
+def outcome_to_result(
+    outcome: ChildOutcome,
+    *,
+    job_dir: Path,
+    val_labels: np.ndarray | None,
+    num_classes: int,
+    fitness: str = "accuracy",
+) -> EvalResult:
+    """Turn what a child left behind into an :class:`EvalResult`, scoring in the parent."""
+    res = outcome.result or {}
+    timings = dict(res.get("timings") or {})
+    timings["sandbox"] = round(outcome.seconds, 4)
+    fields = {k: res.get(k) for k in ("params", "flops", "width", "depth")}
+    width, depth = fields["width"], fields["depth"]
+    ratio = (width / depth) if width is not None and depth else None
+    base = dict(**fields, width_to_depth=ratio, timings=timings)
+
+    if outcome.timed_out:
+        return EvalResult(Status.TIMEOUT, error="killed after the sandbox timeout", **base)
+    status_text = res.get("status")
+    if outcome.result is None or (status_text == Status.OK.value and outcome.exitcode != 0):
+        # No report, or the child died after writing a partial one.
+        code = outcome.exitcode
+        tail = outcome.stderr_tail.strip().splitlines()[-3:]
+        if code is not None and code < 0:
+            sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+            error = f"child killed by signal {sig}"
+        else:
+            error = f"child exited with code {code} without a result"
+        if tail:
+            error += ": " + " | ".join(tail)
+        status = Status.MEMORY_LIMIT if "memory" in error.lower() else Status.CRASHED
+        return EvalResult(status, error=error, **base)
+    status = Status(status_text)
+    if status is not Status.OK:
+        return EvalResult(status, error=res.get("error"), **base)
+    if val_labels is None:  # a check-only job (no training)
+        return EvalResult(Status.OK, **base)
+    try:
+        logits = np.load(job_dir / LOGITS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return EvalResult(Status.CRASHED, error=f"no validation logits: {exc}", **base)
+    if logits.shape != (len(val_labels), num_classes) or not np.isfinite(logits).all():
+        return EvalResult(Status.NON_FINITE, error="invalid validation logits", **base)
+    accuracy, loss = score_logits(logits, val_labels)
+    value = accuracy if fitness == "accuracy" else -loss
+    return EvalResult(Status.OK, fitness=value, val_accuracy=accuracy, val_loss=loss, **base)
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,763 @@
+"""The LLMatic search loop: ask (select, prompt, generate), evaluate, tell (archives).
+
+``run_search(cfg, run_dir)`` is the one entry point; the Hydra ``main`` only calls it, and
+tests call it directly on composed configs. One generation:
+
+1. **plan** each candidate: warm-up (random instruction and temperature) until an archive
+   reaches its warm-up size, then mutation (random elite + a prompt biased to curiosity) with
+   probability ``operators.p_mutation``, else crossover (a random elite and its nearest
+   elite);
+2. **generate** all completions in one batched call to the code generator;
+3. **extract** each network class from its completion (no code runs here);
+4. **evaluate** in sandboxed children (``sandbox.workers`` at a time);
+5. **tell**, in candidate order so results never depend on timing: network archive,
+   curiosity, temperature, history; then checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from llmatic.archives import NetworkArchive, PromptArchive
+from llmatic.descriptors import DescriptorSpace
+from llmatic.extract import extract_network
+from llmatic.prompts import check_templates, crossover_prompt, mutation_prompt
+from llmatic.sandbox import Sandbox, outcome_to_result
+from llmatic.seed import seed_network
+from llmatic.types import Completion, EvalResult, GenerationRequest, Operator, Status
+
+log = logging.getLogger("llmatic")
+
+HISTORY = "history.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.pkl"
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------
+# Config checks: run before any expensive work (METHOD: bad input fails fast)
+# --------------------------------------------------------------------------------------
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first wrong key."""
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    def number(key: str) -> float:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+
+    p = number("operators.p_mutation")
+    need(0.0 <= p <= 1.0, "operators.p_mutation", f"must be in [0, 1], got {p}")
+    for key in ("budget.generations", "budget.candidates_per_generation"):
+        v = number(key)
+        need(v >= 1 and v == int(v), key, f"must be a positive integer, got {v:g}")
+    for key in ("budget.epochs", "budget.warmup_networks", "budget.warmup_prompts"):
+        v = number(key)
+        need(v >= 0 and v == int(v), key, f"must be a non-negative integer, got {v:g}")
+    need(number("sandbox.timeout_s") > 0, "sandbox.timeout_s", "must be > 0 seconds")
+    need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64")
+    need(number("sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
+    need(number("dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
+    need(cfg.fitness in ("accuracy", "loss"), "fitness",
+         f"must be 'accuracy' or 'loss', got {cfg.fitness!r}")
+    instructions = list(cfg.operators.mutation_instructions or [])
+    need(len(instructions) > 0 and all(isinstance(s, str) and s.strip() for s in instructions),
+         "operators.mutation_instructions", "must be a non-empty list of non-empty strings")
+    need(isinstance(cfg.operators.crossover_instruction, str)
+         and cfg.operators.crossover_instruction.strip() != "",
+         "operators.crossover_instruction", "must be a non-empty string")
+    try:
+        check_templates(cfg.operators.mutation_template, cfg.operators.crossover_template)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    lo, hi = number("temperature.min"), number("temperature.max")
+    need(0 < lo <= hi, "temperature.min/max", f"need 0 < min <= max, got [{lo}, {hi}]")
+    shape = list(cfg.dataset.input_shape)
+    need(len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
+         "dataset.input_shape", f"must be [channels, height, width], got {shape}")
+    need(int(cfg.dataset.num_classes) >= 2, "dataset.num_classes", "must be >= 2")
+    need(cfg.archive.kind in ("cvt", "grid"), "archive.kind",
+         f"must be cvt or grid, got {cfg.archive.kind!r}")
+    try:
+        DescriptorSpace(names=list(cfg.descriptors.names),
+                        bounds=OmegaConf.to_container(cfg.dataset.descriptor_bounds))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    sel = cfg.prompt_selection.strategy
+    need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
+         f"must be top_k, softmax or uniform, got {sel!r}")
+
+
+# --------------------------------------------------------------------------------------
+# State and files
+# --------------------------------------------------------------------------------------
+@dataclass
+class SearchState:
+    """Everything needed to continue a search exactly (pickled after each generation)."""
+
+    generation: int
+    next_candidate_id: int
+    rng: np.random.Generator
+    network_archive: NetworkArchive
+    prompt_archive: PromptArchive
+    temperature: Any
+    best_fitness: float | None
+    history_lines: int
+    status_counts: Counter = field(default_factory=Counter)
+    clipped: Counter = field(default_factory=Counter)
+    llm_totals: Counter = field(default_factory=Counter)
+    wall_seconds: float = 0.0
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, rename: a reader sees the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, state: SearchState) -> Path:
+    """Write ``checkpoints/gen_XXXX.pkl`` and ``checkpoints/latest.pkl`` atomically."""
+    directory = run_dir / CHECKPOINTS
+    directory.mkdir(parents=True, exist_ok=True)
+    data = pickle.dumps(state)
+    path = directory / f"gen_{state.generation:04d}.pkl"
+    _atomic_write_bytes(path, data)
+    _atomic_write_bytes(directory / LATEST, data)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> SearchState:
+    """The state after the last completed generation."""
+    path = Path(run_dir) / CHECKPOINTS / LATEST
+    if not path.exists():
+        raise ConfigError(f"resume: {run_dir} has no {CHECKPOINTS}/{LATEST}; nothing to resume")
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def _truncate_history(path: Path, lines: int) -> None:
+    """Keep the first ``lines`` records (drops a generation interrupted mid-way)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        kept = fh.read().split(b"\n")[:lines]
+    _atomic_write_bytes(path, b"".join(line + b"\n" for line in kept if line))
+
+
+# --------------------------------------------------------------------------------------
+# Planning a candidate
+# --------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """One candidate before generation."""
+
+    candidate_id: int
+    operator: Operator
+    instruction: str
+    instruction_id: int | None
+    temperature: float
+    parents: list[dict[str, Any]]
+    warmup: bool
+    request: GenerationRequest | None = None
+
+
+class Search:
+    """One search run (use :func:`run_search`)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, *, console: Any = None) -> None:
+        from hydra.utils import instantiate
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.console = console
+        ds = cfg.dataset
+        self.input_shape = tuple(int(v) for v in ds.input_shape)
+        self.num_classes = int(ds.num_classes)
+        self.instructions = list(cfg.operators.mutation_instructions)
+        self.descriptors = DescriptorSpace(
+            names=list(cfg.descriptors.names),
+            bounds=OmegaConf.to_container(ds.descriptor_bounds),
+        )
+        self.sandbox = Sandbox(
+            timeout_s=float(cfg.sandbox.timeout_s),
+            memory_mb=int(cfg.sandbox.memory_mb),
+            torch_threads=int(cfg.sandbox.torch_threads),
+        )
+        self.sandbox.start()  # warms up (imports torch + Lightning) while we load the rest
+        # Data first: a missing dataset must fail before the LLM loads or anything runs.
+        kwargs = OmegaConf.to_container(ds, resolve=True)
+        kwargs.pop("descriptor_bounds", None)
+        self.datamodule = instantiate(kwargs, _convert_="all")
+        self.datamodule.prepare_data()
+        self.datamodule.setup()
+        self.val_labels = self.datamodule.splits["y_val"]
+        self.data_dir = self.datamodule.write_child_arrays(self.run_dir / "data")
+        self.generator = _build_generator(cfg)
+        self.seed_source = seed_network(self.input_shape, self.num_classes)
+        self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
+
+    # -- helpers ----------------------------------------------------------------------
+    def new_state(self) -> SearchState:
+        """A fresh state before the seed network is evaluated."""
+        from hydra.utils import instantiate
+
+        cfg = self.cfg
+        arch = cfg.archive
+        fitness_floor = 0.0 if cfg.fitness == "accuracy" else -20.0
+        network = NetworkArchive(
+            kind=arch.kind,
+            cells=int(arch.get("network_cells", 100)),
+            dims=list(arch.get("network_dims", [10, 10])),
+            centroid_samples=int(arch.get("centroid_samples", 20000)),
+            centroid_seed=int(arch.get("centroid_seed", 0)),
+            qd_score_offset=fitness_floor,
+            measure_dim=len(self.descriptors.names),
+        )
+        prompts = PromptArchive(
+            num_instructions=len(self.instructions),
+            t_min=float(cfg.temperature.min),
+            t_max=float(cfg.temperature.max),
+            kind=arch.kind,
+            cells=int(arch.get("prompt_cells", 100)),
+            temperature_bins=int(arch.get("prompt_temperature_bins", 10)),
+            centroid_samples=int(arch.get("centroid_samples", 20000)),
+            centroid_seed=int(arch.get("centroid_seed", 0)),
+        )
+        return SearchState(
+            generation=0,
+            next_candidate_id=0,
+            rng=np.random.default_rng(int(cfg.seed)),
+            network_archive=network,
+            prompt_archive=prompts,
+            temperature=instantiate(cfg.temperature),
+            best_fitness=None,
+            history_lines=0,
+        )
+
+    def _job(self, source: str, class_name: str, candidate_id: int) -> dict[str, Any]:
+        seed = int(np.random.SeedSequence([int(self.cfg.seed), candidate_id]).generate_state(1)[0])
+        return {
+            "code": source,
+            "class_name": class_name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "data_dir": str(self.data_dir.resolve()),
+            "epochs": int(self.cfg.budget.epochs),
+            "batch_size": int(self.cfg.dataset.batch_size),
+            "trainer": self.trainer_cfg,
+            "optimizer": self.optimizer_cfg,
+            "seed": seed,
+        }
+
+    def evaluate(self, source: str, class_name: str, candidate_id: int) -> EvalResult:
+        """Evaluate one network's source in a sandboxed child."""
+        job_dir = self.run_dir / "jobs" / f"{candidate_id:06d}"
+        outcome = self.sandbox.run(self._job(source, class_name, candidate_id), job_dir)
+        result = outcome_to_result(
+            outcome, job_dir=job_dir, val_labels=self.val_labels,
+            num_classes=self.num_classes, fitness=self.cfg.fitness,
+        )
+        _clean_job_dir(job_dir)
+        return result
+
+    def _source_path(self, candidate_id: int, generation: int) -> Path:
+        directory = self.run_dir / "candidates"
+        directory.mkdir(exist_ok=True)
+        return directory / f"g{generation:03d}_c{candidate_id:05d}.py"
+
+    # -- planning -----------------------------------------------------------------------
+    def plan(self, state: SearchState, generation: int) -> list[Plan]:
+        """Choose operator, parents, instruction and temperature for each candidate."""
+        cfg = self.cfg
+        generations = int(cfg.budget.generations)
+        rng = state.rng
+        temp = state.temperature
+        plans = []
+        for _ in range(int(cfg.budget.candidates_per_generation)):
+            cid = state.next_candidate_id
+            state.next_candidate_id += 1
+            warmup = (
+                len(state.network_archive) < int(cfg.budget.warmup_networks)
+                and len(state.prompt_archive) < int(cfg.budget.warmup_prompts)
+            )
+            n_elites = len(state.network_archive)
+            crossover = (
+                not warmup and n_elites >= 2 and rng.random() >= float(cfg.operators.p_mutation)
+            )
+            if crossover:
+                a = state.network_archive.sample(rng)
+                b = state.network_archive.nearest(a)
+                t = temp.propose(None, generation, generations)
+                plan = Plan(cid, Operator.CROSSOVER, cfg.operators.crossover_instruction, None,
+                            t, [a, b], warmup)
+            else:
+                parent = state.network_archive.sample(rng)
+                chosen = None
+                if not warmup:
+                    chosen = state.prompt_archive.select(
+                        rng,
+                        strategy=cfg.prompt_selection.strategy,
+                        k=int(cfg.prompt_selection.k),
+                        tau=float(cfg.prompt_selection.softmax_tau),
+                    )
+                if chosen is None:  # warm-up: random instruction and temperature
+                    iid = int(rng.integers(len(self.instructions)))
+                    t = temp.clip(rng.uniform(temp.min, temp.max))
+                else:
+                    iid, t_prompt = chosen
+                    t = temp.propose(t_prompt, generation, generations)
+                plan = Plan(cid, Operator.MUTATION, self.instructions[iid], iid, t, [parent],
+                            warmup)
+            plan.request = self._request(plan, int(rng.integers(2**31)))
+            plans.append(plan)
+        return plans
+
+    def _request(self, plan: Plan, seed: int) -> GenerationRequest:
+        ops = self.cfg.operators
+        sources = tuple(str(p["solution"]) for p in plan.parents)
+        if plan.operator is Operator.CROSSOVER:
+            prompt = crossover_prompt(ops.crossover_template, sources, plan.instruction)
+        else:
+            prompt = mutation_prompt(ops.mutation_template, sources[0], plan.instruction)
+        return GenerationRequest(prompt=prompt, temperature=plan.temperature,
+                                 instruction=plan.instruction, parents=sources, seed=seed)
+
+    # -- one generation ---------------------------------------------------------------------
+    def run_generation(self, state: SearchState, generation: int, progress: Any = None) -> None:
+        """Plan, generate, extract, evaluate and tell one generation."""
+        plans = self.plan(state, generation)
+        t0 = time.perf_counter()
+        try:
+            completions = self.generator.generate([p.request for p in plans])
+        except Exception as exc:  # noqa: BLE001 - an outage fails candidates, not the run
+            log.warning("generator failed for generation %d: %s", generation, exc)
+            completions = [Completion(text="", error=f"{type(exc).__name__}: {exc}")] * len(plans)
+        if len(completions) != len(plans):
+            raise RuntimeError(
+                f"{self.generator.name} returned {len(completions)} completions for "
+                f"{len(plans)} prompts"
+            )
+        gen_seconds = time.perf_counter() - t0
+
+        # Extract (string work only) and write every candidate's source file.
+        jobs: list[tuple[Plan, Completion, Any]] = []
+        for plan, completion in zip(plans, completions, strict=True):
+            state.llm_totals["prompt_tokens"] += completion.prompt_tokens
+            state.llm_totals["completion_tokens"] += completion.completion_tokens
+            state.llm_totals["calls"] += 1
+            if not completion.ok:
+                state.llm_totals["failures"] += 1
+                jobs.append((plan, completion, None))
+                continue
+            jobs.append((plan, completion, extract_network(completion.text)))
+
+        def work(item: tuple[Plan, Completion, Any]) -> EvalResult:
+            plan, completion, ext = item
+            if ext is None:
+                return EvalResult(Status.LLM_ERROR, error=completion.error)
+            if ext.status is not None:
+                return EvalResult(ext.status, error=ext.error)
+            result = self.evaluate(ext.source, ext.class_name, plan.candidate_id)
+            if progress is not None:
+                progress.advance()
+            return result
+
+        for plan, completion, ext in jobs:
+            text = ext.source if (ext is not None and ext.source) else completion.text
+            self._source_path(plan.candidate_id, generation).write_text(text or "")
+        with ThreadPoolExecutor(max_workers=int(self.cfg.sandbox.workers)) as pool:
+            results = list(pool.map(work, jobs))
+
+        # Tell, in candidate order.
+        records = []
+        per_candidate_gen = gen_seconds / max(1, len(plans))
+        for (plan, completion, ext), result in zip(jobs, results, strict=True):
+            if ext is None or ext.status is not None:
+                if progress is not None:
+                    progress.advance()
+            source = ext.source if ext is not None and ext.source else None
+            record = self.tell(state, plan, result, source, generation)
+            record["timings"] = {"generate": round(per_candidate_gen, 4), **result.timings}
+            record["llm"] = {"prompt_tokens": completion.prompt_tokens,
+                             "completion_tokens": completion.completion_tokens}
+            record["extraction_notes"] = list(ext.notes) if ext is not None else []
+            records.append(record)
+        self._append_history(state, records)
+
+    def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
+             generation: int) -> dict[str, Any]:
+        """Update archives, curiosity and temperature from one result; return its record."""
+        cfg = self.cfg
+        state.status_counts[result.status.value] += 1
+        added, measures, raw = False, None, None
+        if result.status is Status.OK:
+            raw = self.descriptors.raw(result)
+            if raw is None:
+                result = EvalResult(Status.RUNTIME_ERROR, error="descriptors could not be computed",
+                                    timings=result.timings)
+            else:
+                before = Counter(self.descriptors.clipped)
+                measures = self.descriptors.normalise(raw)
+                state.clipped.update(self.descriptors.clipped - before)
+                added = state.network_archive.add(
+                    source=source, fitness=result.fitness, measures=measures,
+                    raw_measures=raw, candidate_id=plan.candidate_id, generation=generation,
+                    val_accuracy=result.val_accuracy, val_loss=result.val_loss,
+                    params=result.params or 0, flops=result.flops or 0,
+                )
+        ok = result.status is Status.OK
+        # Improvement drives the adaptive temperature.
+        if cfg.temperature.get("compare_to", "best") == "parent":
+            reference = max((float(p["objective"]) for p in plan.parents), default=None)
+        else:
+            reference = state.best_fitness
+        improved = ok and (reference is None or result.fitness > reference)
+        if ok and (state.best_fitness is None or result.fitness > state.best_fitness):
+            state.best_fitness = float(result.fitness)
+        # Curiosity (mutation prompts only; crossover adds nothing to the prompt archive).
+        # An LLM outage says nothing about the prompt, so it changes neither curiosity nor
+        # temperature.
+        next_t = plan.temperature
+        if result.status is not Status.LLM_ERROR and plan.operator is not Operator.SEED:
+            next_t = state.temperature.update(plan.temperature, improved)
+            if plan.operator is Operator.MUTATION:
+                cur = cfg.curiosity
+                delta = (cur.added if added else cur.not_added) if ok else cur.untrainable
+                state.prompt_archive.credit(plan.instruction_id, plan.temperature, float(delta),
+                                            added)
+                if next_t != plan.temperature:
+                    state.prompt_archive.offer(plan.instruction_id, next_t)
+        return {
+            "candidate_id": plan.candidate_id,
+            "generation": generation,
+            "operator": plan.operator.value,
+            "warmup": plan.warmup,
+            "instruction": plan.instruction,
+            "instruction_id": plan.instruction_id,
+            "temperature": plan.temperature,
+            "next_temperature": next_t,
+            "parents": [int(p["candidate_id"]) for p in plan.parents],
+            "status": result.status.value,
+            "fitness": result.fitness,
+            "val_accuracy": result.val_accuracy,
+            "val_loss": result.val_loss,
+            "params": result.params,
+            "flops": result.flops,
+            "width": result.width,
+            "depth": result.depth,
+            "width_to_depth": result.width_to_depth,
+            "descriptors": dict(zip(self.descriptors.names, raw, strict=True)) if raw else None,
+            "measures": measures,
+            "added": bool(added),
+            "improved": bool(improved),
+            "error": result.error,
+            "source_file": str(self._source_path(plan.candidate_id, generation)
+                               .relative_to(self.run_dir)),
+        }
+
+    def _append_history(self, state: SearchState, records: Sequence[dict[str, Any]]) -> None:
+        with open(self.run_dir / HISTORY, "a") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        state.history_lines += len(records)
+
+    def evaluate_seed(self, state: SearchState) -> None:
+        """Generation 0: the paper's seed network; the search cannot start without it."""
+        cid = state.next_candidate_id
+        state.next_candidate_id += 1
+        path = self._source_path(cid, 0)
+        path.write_text(self.seed_source)
+        result = self.evaluate(self.seed_source, "Net", cid)
+        if result.status is not Status.OK:
+            raise RuntimeError(
+                f"the seed network failed to evaluate ({result.status.value}: {result.error}); "
+                "check dataset.input_shape / dataset.num_classes and the trainer config"
+            )
+        plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
+        record = self.tell(state, plan, result, self.seed_source, 0)
+        record["timings"] = result.timings
+        record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0}
+        record["extraction_notes"] = []
+        self._append_history(state, [record])
+
+    def generation_metrics(self, state: SearchState, generation: int) -> dict[str, Any]:
+        """Metrics of the generation just told (read back from the history)."""
+        records = [r for r in read_history(self.run_dir) if r["generation"] == generation]
+        ok = [r for r in records if r["status"] == Status.OK.value]
+        temps = [r["temperature"] for r in records]
+        net, prm = state.network_archive.stats(), state.prompt_archive.stats()
+        losses = [r["val_loss"] for r in ok if r["val_loss"] is not None]
+        return {
+            "candidates": len(records),
+            "valid_fraction": len(ok) / len(records) if records else 0.0,
+            "added": sum(r["added"] for r in records),
+            "best_fitness": state.best_fitness,
+            "generation_best_fitness": max((r["fitness"] for r in ok), default=None),
+            "mean_fitness": float(np.mean([r["fitness"] for r in ok])) if ok else None,
+            "best_val_loss": min(losses) if losses else None,
+            "network_cells": net["cells_filled"],
+            "network_coverage": net["coverage"],
+            "qd_score": net["qd_score"],
+            "prompt_cells": prm["cells_filled"],
+            "prompt_coverage": prm["coverage"],
+            "temperature_mean": float(np.mean(temps)) if temps else None,
+            "temperature_min": min(temps) if temps else None,
+            "temperature_max": max(temps) if temps else None,
+            **{f"status_{k}": v for k, v in Counter(r["status"] for r in records).items()},
+        }
+
+    def close(self) -> None:
+        """Stop the sandbox server and release the generator."""
+        self.sandbox.close()
+        self.generator.close()
+
+
+def _clean_job_dir(job_dir: Path) -> None:
+    """Remove a finished job's scratch files (its source is kept under candidates/)."""
+    import shutil
+
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _build_generator(cfg: DictConfig):  # noqa: ANN202
+    from hydra.utils import instantiate
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return instantiate(cfg.llm)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(
+            f"{exc.full_key if hasattr(exc, 'full_key') else 'llm'} is required for this "
+            "llm: e.g. llm.model=/path/to/local/model or a hub id such as "
+            "Salesforce/codegen-6B-mono"
+        ) from exc
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ValueError):  # generators raise ValueError naming the key
+            raise ConfigError(str(cause)) from exc
+        raise
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """All candidate records of a run, in order."""
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize(search: Search, state: SearchState) -> dict[str, Any]:
+    """The run summary written to ``summary.json``."""
+    net, prm = state.network_archive.stats(), state.prompt_archive.stats()
+    records = read_history(search.run_dir)
+    return {
+        "generator": search.generator.name,
+        "generator_is_llm": bool(search.generator.is_llm),
+        "dataset": search.cfg.dataset.name,
+        "seed": int(search.cfg.seed),
+        "generations": state.generation,
+        "candidates": len(records),
+        "status_counts": dict(Counter(r["status"] for r in records)),
+        "valid_fraction": (sum(r["status"] == "ok" for r in records) / len(records))
+        if records else 0.0,
+        "wall_seconds": round(state.wall_seconds, 2),
+        "network_archive": {
+            "cells_filled": net["cells_filled"],
+            "coverage": net["coverage"],
+            "qd_score": net["qd_score"],
+            "best_fitness": net["best_fitness"],
+        },
+        "prompt_archive": {
+            "cells_filled": prm["cells_filled"],
+            "coverage": prm["coverage"],
+            "max_curiosity": prm["max_curiosity"],
+        },
+        "descriptors_clipped": dict(state.clipped),
+        "llm": dict(state.llm_totals),
+        "elites": [
+            {
+                "candidate_id": int(e["candidate_id"]),
+                "generation": int(e["generation"]),
+                "fitness": float(e["objective"]),
+                "val_accuracy": float(e["val_accuracy"]),
+                "params": int(e["params"]),
+                "flops": int(e["flops"]),
+                "descriptors": dict(zip(search.descriptors.names,
+                                        [float(v) for v in e["raw_measures"]], strict=True)),
+            }
+            for e in state.network_archive.top(10)
+        ],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+               show_progress: bool | None = None) -> dict[str, Any]:
+    """Run (or continue) a search in ``run_dir`` and return its summary.
+
+    With ``resume=True`` the last checkpoint in ``run_dir`` is loaded and the history is cut
+    back to it, so a generation interrupted half-way is redone identically.
+    """
+    from rich.console import Console
+
+    validate_config(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and (run_dir / HISTORY).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a search ({HISTORY}); continue it with resume={run_dir} "
+            "or choose a new hydra.run.dir"
+        )
+    state = load_checkpoint(run_dir) if resume else None
+    console = Console(stderr=True)
+    search = Search(cfg, run_dir, console=console)
+    from hydra.utils import instantiate
+
+    metrics_logger = instantiate(cfg.logger)
+    try:
+        if state is None:
+            (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            state = search.new_state()
+            metrics_logger.start(run_dir, OmegaConf.to_container(cfg, resolve=True))
+            started = time.perf_counter()
+            search.evaluate_seed(state)
+            state.wall_seconds += time.perf_counter() - started
+            save_checkpoint(run_dir, state)
+        else:
+            _truncate_history(run_dir / HISTORY, state.history_lines)
+            metrics_logger.start(run_dir, OmegaConf.to_container(cfg, resolve=True), resumed=True)
+            if hasattr(metrics_logger, "truncate"):
+                metrics_logger.truncate(state.generation)
+            log.info("resuming %s after generation %d", run_dir, state.generation)
+        _loop(search, state, metrics_logger, console, show_progress)
+        summary = summarize(search, state)
+        _atomic_write_bytes(run_dir / SUMMARY, json.dumps(summary, indent=2).encode())
+        metrics_logger.finish(summary)
+        print_elites(summary, console)
+        return summary
+    finally:
+        search.close()
+
+
+def _loop(search: Search, state: SearchState, metrics_logger: Any, console: Any,
+          show_progress: bool | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cfg = search.cfg
+    generations = int(cfg.budget.generations)
+    per_gen = int(cfg.budget.candidates_per_generation)
+    if show_progress is None:
+        show_progress = console.is_terminal
+    remaining = max(0, generations - state.generation) * per_gen
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        console=console, disable=not show_progress, transient=False,
+    ) as bar:
+        task = bar.add_task("search", total=remaining, info="")
+
+        class _Advance:
+            @staticmethod
+            def advance() -> None:
+                bar.advance(task)
+
+        for generation in range(state.generation + 1, generations + 1):
+            started = time.perf_counter()
+            bar.update(task, description=f"gen {generation}/{generations}")
+            search.run_generation(state, generation, progress=_Advance)
+            state.generation = generation
+            state.wall_seconds += time.perf_counter() - started
+            metrics = search.generation_metrics(state, generation)
+            metrics_logger.log_generation(metrics, generation)
+            save_checkpoint(search.run_dir, state)
+            info = (
+                f"best {_fmt(state.best_fitness)}  cells {metrics['network_cells']}"
+                f"/{metrics['prompt_cells']}  T {state.temperature.current:.2f}"
+            )
+            bar.update(task, info=info)
+            if not show_progress:
+                log.info("generation %d/%d: valid %.0f%%, %s", generation, generations,
+                         100 * metrics["valid_fraction"], info)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _si(value: float) -> str:
+    """Compact number: 1234 -> 1.23k, 4.5e6 -> 4.50M."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+_SHORT = {"width_to_depth": "w/d", "log10_flops": "log FLOPs", "log10_params": "log params",
+          "depth": "depth", "width": "width"}
+
+
+def print_elites(summary: dict[str, Any], console: Any = None) -> None:
+    """Print the best elites as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(summary["elites"][0]["descriptors"]) if summary["elites"] else []
+    net = summary["network_archive"]
+    table = Table(
+        title=f"Elites of the network archive: {net['cells_filled']} cells filled, "
+        f"{summary['candidates']} candidates",
+        caption=f"generator: {summary['generator']}",
+    )
+    for col in ("#", "id", "gen", "fitness", "val acc", "params", "FLOPs",
+                *[_SHORT.get(n, n) for n in names]):
+        table.add_column(col, justify="right", no_wrap=True)
+    for rank, e in enumerate(summary["elites"], 1):
+        table.add_row(str(rank), str(e["candidate_id"]), str(e["generation"]),
+                      f"{e['fitness']:.4f}", f"{e['val_accuracy']:.4f}", _si(e["params"]),
+                      _si(e["flops"]), *[f"{e['descriptors'][n]:.3g}" for n in names])
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=120)
+    out.print(table)

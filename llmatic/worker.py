@@ -1,0 +1,254 @@
+"""What runs inside a sandboxed child: build, check, measure and train one network.
+
+This module is imported by the pre-warmed sandbox server (``llmatic.sandbox``) and runs
+only in a forked child, never in the search process. :func:`run_job` turns a job
+(the candidate's source plus the fixed training recipe) into a result dict and a file of
+validation logits; the *search* process computes accuracy and loss from those logits with
+labels the child never sees.
+
+Order of stages (each timed): ``exec`` the module, ``instantiate`` the class, ``forward`` a
+dummy batch and check its shape, ``count`` parameters / FLOPs / width / depth, ``train``
+with a Lightning Trainer, ``predict`` logits on the validation inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmatic.types import Status
+
+RESULT_FILE = "result.json"
+LOGITS_FILE = "val_logits.npy"
+
+
+class CandidateFailure(Exception):
+    """A candidate failed at a known stage; carries its status."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _short_traceback(exc: BaseException, limit: int = 1500) -> str:
+    """The exception and the innermost frames that belong to the candidate's file."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f.filename == "candidate.py"]
+    where = f" (candidate.py line {own[-1].lineno}: {own[-1].line})" if own else ""
+    text = f"{type(exc).__name__}: {exc}{where}"
+    return text[:limit]
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(
+        needle in text
+        for needle in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                       "defaultcpuallocator")
+    )
+
+
+def _classify(exc: BaseException, default: Status) -> CandidateFailure:
+    if isinstance(exc, CandidateFailure):
+        return exc
+    if _is_memory_error(exc):
+        return CandidateFailure(Status.MEMORY_LIMIT, _short_traceback(exc))
+    from llmatic.training import NonFiniteLossError
+
+    if isinstance(exc, NonFiniteLossError):
+        return CandidateFailure(Status.NON_FINITE, str(exc))
+    return CandidateFailure(default, _short_traceback(exc))
+
+
+def count_flops(net: Any, example: Any) -> int:
+    """Multiply-accumulate count of one forward pass of ``example`` (thop's FLOPs).
+
+    Counted on a deep copy so thop's hooks and buffers never touch the trained network.
+    """
+    import contextlib
+    import io
+
+    import thop
+
+    clone = copy.deepcopy(net)
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, _ = thop.profile(clone, inputs=(example,), verbose=False)
+    return int(macs)
+
+
+def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Evaluate one candidate and return the result dict (also written to ``result.json``).
+
+    The dict has ``status``, ``error``, ``params``, ``flops``, ``width``, ``depth``,
+    ``train_loss`` and ``timings``. On success, validation logits are in ``val_logits.npy``.
+    """
+    result: dict[str, Any] = {"status": Status.OK.value, "error": None, "timings": {}}
+    timings: dict[str, float] = result["timings"]
+
+    def save() -> None:
+        (workdir / RESULT_FILE).write_text(json.dumps(result))
+
+    def stage(name: str, started: float) -> None:
+        timings[name] = round(time.perf_counter() - started, 4)
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(job.get("torch_threads", 1))))
+        seed = int(job.get("seed", 0))
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        import random
+
+        random.seed(seed)
+        input_shape = tuple(job["input_shape"])
+        num_classes = int(job["num_classes"])
+
+        # -- exec: defines the classes. Nothing is imported into the search process.
+        t = time.perf_counter()
+        namespace: dict[str, Any] = {"__name__": "candidate"}
+        import linecache
+
+        # Lets tracebacks quote the candidate's offending line in error messages.
+        linecache.cache["candidate.py"] = (
+            len(job["code"]), None, job["code"].splitlines(True), "candidate.py"
+        )
+        try:
+            code = compile(job["code"], "candidate.py", "exec")
+        except SyntaxError as exc:
+            raise CandidateFailure(Status.SYNTAX_ERROR, f"SyntaxError: {exc}") from exc
+        try:
+            exec(code, namespace)  # noqa: S102 - this is the sandboxed child
+        except BaseException as exc:  # noqa: BLE001 - any failure is the candidate's
+            raise _classify(exc, Status.INSTANTIATION_ERROR) from exc
+        stage("exec", t)
+
+        # -- instantiate
+        t = time.perf_counter()
+        cls = namespace.get(job["class_name"])
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            raise CandidateFailure(
+                Status.NO_NETWORK, f"{job['class_name']!r} is not an nn.Module subclass"
+            )
+        try:
+            net = cls()
+        except BaseException as exc:  # noqa: BLE001
+            raise _classify(exc, Status.INSTANTIATION_ERROR) from exc
+        stage("instantiate", t)
+
+        # -- forward a dummy batch; also initialises lazy modules
+        t = time.perf_counter()
+        example = torch.randn(2, *input_shape)
+        try:
+            net.eval()
+            with torch.no_grad():
+                out = net(example)
+        except BaseException as exc:  # noqa: BLE001
+            raise _classify(exc, Status.RUNTIME_ERROR) from exc
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CandidateFailure(
+                Status.BAD_OUTPUT_SHAPE, f"forward returned {got}, expected (2, {num_classes})"
+            )
+        stage("forward", t)
+
+        # -- count: params, FLOPs, width, depth (descriptors come from these)
+        t = time.perf_counter()
+        from llmatic.training import count_parameters, width_and_depth
+
+        try:
+            result["params"] = count_parameters(net)
+            result["width"], result["depth"] = width_and_depth(net)
+            result["flops"] = count_flops(net, example[:1])
+        except BaseException as exc:  # noqa: BLE001
+            raise _classify(exc, Status.RUNTIME_ERROR) from exc
+        stage("count", t)
+        save()  # partial result: survives a crash during training
+
+        if int(job.get("epochs", 0)) <= 0 or not job.get("data_dir"):
+            result["status"] = Status.OK.value
+            return result
+
+        # -- train with Lightning
+        t = time.perf_counter()
+        import lightning as L
+        from hydra.utils import instantiate
+
+        from llmatic.data import batch_loader, load_child_arrays
+        from llmatic.training import NetModule
+
+        train_set, val_inputs = load_child_arrays(job["data_dir"])
+        module = NetModule(net=net, optimizer=instantiate(job["optimizer"]))
+        trainer_kwargs = dict(job["trainer"])
+        trainer_kwargs.pop("_target_", None)
+        trainer_kwargs["max_epochs"] = int(job["epochs"])
+        trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(workdir))
+        loader = batch_loader(train_set, int(job["batch_size"]), shuffle=True, seed=seed)
+        net.train()
+        try:
+            trainer.fit(module, train_dataloaders=loader)
+        except BaseException as exc:  # noqa: BLE001
+            raise _classify(exc, Status.RUNTIME_ERROR) from exc
+        if getattr(trainer, "interrupted", False):
+            raise CandidateFailure(Status.RUNTIME_ERROR, "training was interrupted")
+        result["train_loss"] = module.last_loss
+        stage("train", t)
+
+        # -- predict validation logits; the search process scores them
+        t = time.perf_counter()
+        net.eval()
+        chunks = []
+        try:
+            with torch.no_grad():
+                for x in batch_loader(val_inputs, 512, shuffle=False):
+                    chunks.append(net(x).float().cpu().numpy())
+        except BaseException as exc:  # noqa: BLE001
+            raise _classify(exc, Status.RUNTIME_ERROR) from exc
+        logits = np.concatenate(chunks).astype(np.float32)
+        if logits.shape != (len(val_inputs), num_classes):
+            raise CandidateFailure(
+                Status.BAD_OUTPUT_SHAPE,
+                f"validation logits have shape {logits.shape}, expected "
+                f"({len(val_inputs)}, {num_classes})",
+            )
+        if not np.isfinite(logits).all():
+            raise CandidateFailure(Status.NON_FINITE, "validation logits contain NaN or inf")
+        np.save(workdir / LOGITS_FILE, logits)
+        stage("predict", t)
+        if result.get("train_loss") is not None and not math.isfinite(result["train_loss"]):
+            raise CandidateFailure(Status.NON_FINITE, "training loss is not finite")
+    except CandidateFailure as failure:
+        result["status"] = failure.status.value
+        result["error"] = str(failure)
+    except BaseException as exc:  # noqa: BLE001 - report, never propagate
+        failure = _classify(exc, Status.RUNTIME_ERROR)
+        result["status"] = failure.status.value
+        result["error"] = str(failure)
+    finally:
+        save()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job file in *this* process (debugging aid; the search never does this)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    job_dir = Path(args[0])
+    job = json.loads((job_dir / "job.json").read_text())
+    result = run_job(job, job_dir)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

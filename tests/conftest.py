@@ -1,0 +1,42 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 and its BPE tokenizer, saved for ``from_pretrained`` (built once)."""
+    # tests/ has no __init__.py, so pytest's default "prepend" import mode puts it on sys.path.
+    from tiny_lm import build_tiny_gpt2
+
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose_config(*overrides: str):
+    """Compose the real ``conf/search.yaml`` with overrides (as the CLI would)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="search", overrides=list(overrides))
+
+
+# A tiny, fast search: digits, 2 generations x 6 candidates, 1 epoch.
+SMOKE = ("budget=smoke", "sandbox.workers=2", "sandbox.timeout_s=60")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory):
+    """One real end-to-end search with llm=rules on digits, shared by several tests."""
+    from llmatic.search import run_search
+
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    cfg = compose_config(*SMOKE, "budget.generations=3")
+    summary = run_search(cfg, run_dir, show_progress=False)
+    return run_dir, summary, cfg

@@ -1,0 +1,93 @@
+"""The real configs compose, and bad values fail fast naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import compose_config
+
+from llmatic.search import ConfigError, validate_config
+
+GROUPS = {
+    "llm": ["rules", "hf"], "dataset": ["digits", "cifar10"], "archive": ["cvt", "grid"],
+    "descriptors": ["width_depth_flops", "params_depth"], "operators": ["paper", "extended"],
+    "temperature": ["adaptive", "constant", "linear_decay"], "trainer": ["cpu", "gpu"],
+    "module": ["default", "paper_sgd"], "logger": ["csv", "wandb"],
+    "budget": ["smoke", "default", "paper"],
+}
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, os_ in GROUPS.items() for o in os_])
+def test_every_option_composes(group, option):
+    cfg = compose_config(f"{group}={option}")
+    assert cfg[group] is not None
+    if group != "llm":
+        validate_config(cfg)
+
+
+def test_paper_budget_and_instructions():
+    cfg = compose_config("budget=paper")
+    assert cfg.budget.generations * cfg.budget.candidates_per_generation == 2000
+    instr = list(cfg.operators.mutation_instructions)
+    assert len(instr) == 13
+    assert instr[0] == "Add a layer to improve the above network"
+    assert instr[12] == "Add recurrent layer to improve the above network"
+    assert cfg.operators.p_mutation == 0.7
+    assert cfg.temperature.start == 0.6 and cfg.temperature.step == 0.05
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("operators.p_mutation=1.5", "operators.p_mutation"),
+        ("budget.generations=-1", "budget.generations"),
+        ("budget.candidates_per_generation=0", "budget.candidates_per_generation"),
+        ("sandbox.timeout_s=0", "sandbox.timeout_s"),
+        ("fitness=speed", "fitness"),
+        ("operators.mutation_template=no placeholders", "operators.mutation_template"),
+        ("temperature.min=2.0", "temperature.min"),
+        ("descriptors.names=[width_to_depth,colour]", "descriptors.names"),
+        ("operators.p_mutation=abc", "operators.p_mutation"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(compose_config(override))
+
+
+def _cli(*args, cwd):
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "llmatic", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    return proc, time.perf_counter() - started
+
+
+def test_cli_bad_value_exits_fast_without_history(tmp_path):
+    proc, _ = _cli("operators.p_mutation=1.5", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "operators.p_mutation" in proc.stderr
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_cli_unknown_group_option_and_key(tmp_path):
+    proc, _ = _cli("dataset=imagenet", cwd=tmp_path)
+    assert proc.returncode != 0 and "imagenet" in proc.stderr
+    proc, _ = _cli("sandbox.timeout=3", cwd=tmp_path)
+    assert proc.returncode != 0 and "timeout" in proc.stderr
+
+
+def test_cli_missing_cifar_dir_fails_before_search(tmp_path):
+    proc, seconds = _cli("dataset=cifar10", f"dataset.data_dir={tmp_path}/nope",
+                         "dataset.download=false", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "dataset.data_dir" in proc.stderr
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_hf_without_model_names_the_key(tmp_path):
+    proc, _ = _cli("llm=hf", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "llm.model" in proc.stderr

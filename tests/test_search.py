@@ -1,0 +1,114 @@
+"""End-to-end searches on digits with the real configs, sandbox and archives."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from conftest import SMOKE, compose_config
+
+from llmatic.search import HISTORY, ConfigError, read_history, run_search
+
+REQUIRED = {"generation", "operator", "instruction", "temperature", "parents", "status",
+            "fitness", "val_accuracy", "params", "flops", "width_to_depth", "added", "timings"}
+
+
+def test_search_fills_both_archives_and_writes_the_run_directory(smoke_run):
+    run_dir, summary, cfg = smoke_run
+    history = read_history(run_dir)
+    per_gen = cfg.budget.candidates_per_generation
+    assert len(history) == 1 + 3 * per_gen  # the seed network, then 3 generations
+    assert all(REQUIRED <= set(rec) for rec in history)
+    assert history[0]["operator"] == "seed" and history[0]["status"] == "ok"
+    assert summary["candidates"] == len(history)
+    assert sum(summary["status_counts"].values()) == len(history)
+    net = summary["network_archive"]
+    assert net["cells_filled"] >= 3
+    # every filled cell was filled by an added candidate (later ones may replace earlier)
+    assert 0 < net["cells_filled"] <= sum(r["added"] for r in history)
+    assert all(r["status"] == "ok" for r in history if r["added"])
+    assert summary["prompt_archive"]["cells_filled"] >= 3
+    assert net["best_fitness"] == max(r["fitness"] for r in history if r["status"] == "ok")
+    assert summary["generator_is_llm"] is False and "not an LLM" in summary["generator"]
+    # every candidate's source is on disk, one checkpoint per generation, a summary file
+    for rec in history:
+        assert (run_dir / rec["source_file"]).exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("gen_*.pkl")) == [
+        f"gen_{g:04d}.pkl" for g in range(4)]
+    assert json.loads((run_dir / "summary.json").read_text())["candidates"] == len(history)
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + 3
+
+
+def test_curiosity_accumulates_with_the_paper_increments(smoke_run):
+    run_dir, _, cfg = smoke_run
+    history = read_history(run_dir)
+    with open(run_dir / "checkpoints" / "latest.pkl", "rb") as fh:
+        state = pickle.load(fh)
+    archive = state.prompt_archive
+    expected: dict[int, float] = {}
+    for rec in history:
+        if rec["operator"] != "mutation" or rec["status"] == "llm_error":
+            continue
+        delta = (1.0 if rec["added"] else -0.5) if rec["status"] == "ok" else -1.0
+        cell = int(archive.archive.index_of_single(
+            archive.measures(rec["instruction_id"], rec["temperature"])))
+        expected[cell] = expected.get(cell, 0.0) + delta
+    data = archive.archive.data()
+    got = {int(i): float(o) for i, o in zip(data["index"], data["objective"], strict=True)}
+    for cell, value in expected.items():
+        assert got[cell] == pytest.approx(value)
+
+
+def test_adaptive_temperature_moves_by_step_after_each_child(smoke_run):
+    run_dir, _, cfg = smoke_run
+    step = cfg.temperature.step
+    for rec in read_history(run_dir):
+        if rec["operator"] == "seed" or rec["status"] == "llm_error":
+            continue
+        expected = rec["temperature"] + (step if rec["improved"] else -step)
+        expected = min(cfg.temperature.max, max(cfg.temperature.min, expected))
+        assert rec["next_temperature"] == pytest.approx(expected)
+
+
+def test_warmup_then_both_operators(smoke_run):
+    run_dir, _, _ = smoke_run
+    history = read_history(run_dir)
+    assert history[1]["warmup"] is True
+    assert any(not r["warmup"] for r in history[1:])
+    ops = {r["operator"] for r in history if not r["warmup"]}
+    assert "mutation" in ops
+
+
+def test_crossover_parents_are_nearest_neighbours(tmp_path):
+    cfg = compose_config(*SMOKE, "operators.p_mutation=0.0", "budget.warmup_networks=1",
+                         "budget.warmup_prompts=1", "budget.generations=2")
+    run_search(cfg, tmp_path, show_progress=False)
+    history = read_history(tmp_path)
+    crossovers = [r for r in history if r["operator"] == "crossover"]
+    assert crossovers, "p_mutation=0 after warm-up must give crossovers"
+    assert all(len(r["parents"]) == 2 and r["parents"][0] != r["parents"][1] for r in crossovers)
+    assert all(r["instruction"].startswith("Combine the above two") for r in crossovers)
+
+
+def test_resume_continues_identically(tmp_path):
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    run_search(compose_config(*SMOKE, "budget.generations=2"), full, show_progress=False)
+    run_search(compose_config(*SMOKE, "budget.generations=1"), part, show_progress=False)
+    # A half-written second generation, as after a kill: resume must discard it.
+    with open(part / HISTORY, "a") as fh:
+        fh.write(json.dumps({"generation": 2, "partial": True}) + "\n")
+    cfg = compose_config(*SMOKE, "budget.generations=2")
+    run_search(cfg, part, resume=True, show_progress=False)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "timings"} for r in records]
+
+    assert strip(read_history(part)) == strip(read_history(full))
+
+
+def test_refuses_to_overwrite_an_existing_run(smoke_run):
+    run_dir, _, cfg = smoke_run
+    with pytest.raises(ConfigError, match="resume="):
+        run_search(cfg, run_dir, show_progress=False)
