@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.search import CONFIG, ConfigError
+from llmatic.config import CONFIG, ConfigError, validate_config
 
 log = logging.getLogger("llmatic")
 
@@ -42,8 +42,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from llmatic.data import DatasetError
-    from llmatic.search import run_search
+    from llmatic.errors import DatasetError
 
     try:
         if cfg.resume:
@@ -51,6 +50,9 @@ def _app(cfg: DictConfig) -> float | None:
             run_dir = Path(cfg.resume)
         else:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
+        validate_config(cfg)  # before the heavy imports below
+        from llmatic.search import run_search
+
         summary = run_search(cfg, run_dir, resume=bool(cfg.resume))
     except (ConfigError, DatasetError) as exc:
         print(f"llmatic: error: {exc}", file=sys.stderr)

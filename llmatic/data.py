@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-
-class DatasetError(ValueError):
-    """A dataset cannot be loaded; the message names the config key to fix."""
+from llmatic.errors import DatasetError
 
 
 class BatchArrayDataset(Dataset):

@@ -24,16 +24,13 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
     from hydra import compose, initialize_config_dir
 
     from llmatic.__main__ import CONFIG_DIR
+    from llmatic.config import validate_config
     from llmatic.extract import extract_network
-    from llmatic.search import ConfigError, Search, validate_config
 
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="search", overrides=list(overrides or []))
-    try:
-        validate_config(cfg)
-    except ConfigError:
-        raise
+    validate_config(cfg)
     ext = extract_network(text)
     if ext.status is not None:
         result = EvalResult(ext.status, error=ext.error)
@@ -41,6 +38,8 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
     with tempfile.TemporaryDirectory(prefix="llmatic-eval-") as tmp:
         # The same code path as a search candidate, without an LLM.
         cfg.llm = {"_target_": "llmatic.llm.base.NullGenerator"}
+        from llmatic.search import Search
+
         search = Search(cfg, Path(tmp))
         try:
             result = search.evaluate(ext.source, ext.class_name, candidate_id=0)
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. dataset=cifar10 budget.epochs=2")
     args = parser.parse_args(argv)
-    from llmatic.data import DatasetError
-    from llmatic.search import ConfigError
+    from llmatic.errors import ConfigError, DatasetError
 
     if not Path(args.file).is_file():
         print(f"llmatic-evaluate: error: no such file: {args.file}", file=sys.stderr)

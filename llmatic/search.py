@@ -33,9 +33,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from llmatic.archives import NetworkArchive, PromptArchive
+from llmatic.config import CONFIG, ConfigError, validate_config
 from llmatic.descriptors import DescriptorSpace
 from llmatic.extract import extract_network
-from llmatic.prompts import check_templates, crossover_prompt, mutation_prompt
+from llmatic.prompts import crossover_prompt, mutation_prompt
 from llmatic.sandbox import Sandbox, outcome_to_result
 from llmatic.seed import seed_network
 from llmatic.types import Completion, EvalResult, GenerationRequest, Operator, Status
@@ -44,71 +45,8 @@ log = logging.getLogger("llmatic")
 
 HISTORY = "history.jsonl"
 SUMMARY = "summary.json"
-CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.pkl"
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the key and how to fix it."""
-
-
-# --------------------------------------------------------------------------------------
-# Config checks: run before any expensive work (METHOD: bad input fails fast)
-# --------------------------------------------------------------------------------------
-def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first wrong key."""
-
-    def need(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{key}: {msg}")
-
-    def number(key: str) -> float:
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-
-    p = number("operators.p_mutation")
-    need(0.0 <= p <= 1.0, "operators.p_mutation", f"must be in [0, 1], got {p}")
-    for key in ("budget.generations", "budget.candidates_per_generation"):
-        v = number(key)
-        need(v >= 1 and v == int(v), key, f"must be a positive integer, got {v:g}")
-    for key in ("budget.epochs", "budget.warmup_networks", "budget.warmup_prompts"):
-        v = number(key)
-        need(v >= 0 and v == int(v), key, f"must be a non-negative integer, got {v:g}")
-    need(number("sandbox.timeout_s") > 0, "sandbox.timeout_s", "must be > 0 seconds")
-    need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64")
-    need(number("sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
-    need(number("dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
-    need(cfg.fitness in ("accuracy", "loss"), "fitness",
-         f"must be 'accuracy' or 'loss', got {cfg.fitness!r}")
-    instructions = list(cfg.operators.mutation_instructions or [])
-    need(len(instructions) > 0 and all(isinstance(s, str) and s.strip() for s in instructions),
-         "operators.mutation_instructions", "must be a non-empty list of non-empty strings")
-    need(isinstance(cfg.operators.crossover_instruction, str)
-         and cfg.operators.crossover_instruction.strip() != "",
-         "operators.crossover_instruction", "must be a non-empty string")
-    try:
-        check_templates(cfg.operators.mutation_template, cfg.operators.crossover_template)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    lo, hi = number("temperature.min"), number("temperature.max")
-    need(0 < lo <= hi, "temperature.min/max", f"need 0 < min <= max, got [{lo}, {hi}]")
-    shape = list(cfg.dataset.input_shape)
-    need(len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
-         "dataset.input_shape", f"must be [channels, height, width], got {shape}")
-    need(int(cfg.dataset.num_classes) >= 2, "dataset.num_classes", "must be >= 2")
-    need(cfg.archive.kind in ("cvt", "grid"), "archive.kind",
-         f"must be cvt or grid, got {cfg.archive.kind!r}")
-    try:
-        DescriptorSpace(names=list(cfg.descriptors.names),
-                        bounds=OmegaConf.to_container(cfg.dataset.descriptor_bounds))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    sel = cfg.prompt_selection.strategy
-    need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
-         f"must be top_k, softmax or uniform, got {sel!r}")
 
 
 # --------------------------------------------------------------------------------------

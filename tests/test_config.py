@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import compose_config
 
-from llmatic.search import ConfigError, validate_config
+from llmatic.config import ConfigError, validate_config
 
 GROUPS = {
     "llm": ["rules", "hf"], "dataset": ["digits", "cifar10"], "archive": ["cvt", "grid"],

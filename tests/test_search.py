@@ -8,7 +8,8 @@ import pickle
 import pytest
 from conftest import SMOKE, compose_config
 
-from llmatic.search import HISTORY, ConfigError, read_history, run_search
+from llmatic.errors import ConfigError
+from llmatic.search import HISTORY, read_history, run_search
 
 REQUIRED = {"generation", "operator", "instruction", "temperature", "parents", "status",
             "fitness", "val_accuracy", "params", "flops", "width_to_depth", "added", "timings"}

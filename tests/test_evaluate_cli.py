@@ -1,0 +1,67 @@
+"""``llmatic-evaluate``: one file, evaluated exactly as the search evaluates a candidate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SMALL_CNN = '''Here is a small CNN for 8x8 digits:
+
+```python
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(x.flatten(1))
+```
+'''
+
+
+def _evaluate(path, *overrides):
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmatic.evaluate_cli", str(path), *overrides],
+        capture_output=True, text=True, timeout=300,
+    )
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}"
+    return proc, json.loads(last)
+
+
+def test_small_cnn_is_ok_and_well_above_chance(tmp_path):
+    path = tmp_path / "net.md"
+    path.write_text(SMALL_CNN)
+    proc, out = _evaluate(path, "budget.epochs=3")
+    assert proc.returncode == 0, proc.stderr
+    assert out["status"] == "ok"
+    assert out["val_accuracy"] > 0.7  # 10 classes: chance is 0.1
+    assert out["params"] == 32 * 9 + 32 + 512 * 10 + 10
+    for key in ("fitness", "flops", "width_to_depth", "error"):
+        assert key in out
+
+
+def test_syntax_error_is_reported_cleanly(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import torch.nn as nn\nclass Net(nn.Module:\n    pass\n")
+    proc, out = _evaluate(path)
+    assert proc.returncode == 0
+    assert out["status"] == "syntax_error"
+    assert "line 2" in out["error"]
+
+
+def test_missing_file_and_bad_override_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(tmp_path / "x.py")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    path = tmp_path / "n.py"
+    path.write_text("x = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(path),
+                           "operators.p_mutation=7"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "operators.p_mutation" in proc.stderr
