@@ -44,6 +44,7 @@ def _app(cfg: DictConfig) -> float | None:
 
     from llmatic.errors import DatasetError
 
+    run_dir = Path(cfg.resume or HydraConfig.get().runtime.output_dir)
     try:
         if cfg.resume:
             cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
@@ -57,6 +58,9 @@ def _app(cfg: DictConfig) -> float | None:
     except (ConfigError, DatasetError) as exc:
         print(f"llmatic: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\nllmatic: interrupted; continue with: llmatic resume={run_dir}", file=sys.stderr)
+        sys.exit(130)
     print(f"run directory: {run_dir}")
     # Returned for Hydra sweepers (e.g. Optuna) that optimise a scalar.
     return summary["network_archive"]["best_fitness"]

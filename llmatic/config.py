@@ -43,7 +43,8 @@ def validate_config(cfg: DictConfig) -> None:
         v = number(key)
         need(v >= 0 and v == int(v), key, f"must be a non-negative integer, got {v:g}")
     need(number("sandbox.timeout_s") > 0, "sandbox.timeout_s", "must be > 0 seconds")
-    need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64")
+    if cfg.sandbox.memory_mb is not None:
+        need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64 (or null)")
     need(number("sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
     need(number("dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
     need(cfg.fitness in ("accuracy", "loss"), "fitness",

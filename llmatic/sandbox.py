@@ -126,8 +126,9 @@ def _child(job_dir: str, memory_mb: int, torch_threads: int) -> None:
         os.closerange(3, 1024)  # the server's protocol pipes and anything else
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
-        limit = _vm_data_bytes() + int(memory_mb) * 2**20
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        if memory_mb:  # None / 0: no limit (e.g. if a CUDA driver refuses to start under one)
+            limit = _vm_data_bytes() + int(memory_mb) * 2**20
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         keep = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -238,13 +239,15 @@ class Sandbox:
         torch_threads: Intra-op threads inside each child.
     """
 
-    def __init__(self, *, timeout_s: float, memory_mb: int, torch_threads: int = 1) -> None:
+    def __init__(
+        self, *, timeout_s: float, memory_mb: int | None, torch_threads: int = 1
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"sandbox.timeout_s must be > 0, got {timeout_s}")
-        if memory_mb < 64:
-            raise ValueError(f"sandbox.memory_mb must be >= 64, got {memory_mb}")
+        if memory_mb is not None and memory_mb < 64:
+            raise ValueError(f"sandbox.memory_mb must be >= 64 or null, got {memory_mb}")
         self.timeout_s = float(timeout_s)
-        self.memory_mb = int(memory_mb)
+        self.memory_mb = None if memory_mb is None else int(memory_mb)
         self.torch_threads = max(1, int(torch_threads))
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None

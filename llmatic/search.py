@@ -145,7 +145,7 @@ class Search:
         )
         self.sandbox = Sandbox(
             timeout_s=float(cfg.sandbox.timeout_s),
-            memory_mb=int(cfg.sandbox.memory_mb),
+            memory_mb=None if cfg.sandbox.memory_mb is None else int(cfg.sandbox.memory_mb),
             torch_threads=int(cfg.sandbox.torch_threads),
         )
         self.sandbox.start()  # warms up (imports torch + Lightning) while we load the rest

@@ -180,7 +180,6 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
         # -- train with Lightning
         t = time.perf_counter()
-        import lightning as L
         from hydra.utils import instantiate
 
         from llmatic.data import batch_loader, load_child_arrays
@@ -188,10 +187,9 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
         train_set, val_inputs = load_child_arrays(job["data_dir"])
         module = NetModule(net=net, optimizer=instantiate(job["optimizer"]))
-        trainer_kwargs = dict(job["trainer"])
-        trainer_kwargs.pop("_target_", None)
-        trainer_kwargs["max_epochs"] = int(job["epochs"])
-        trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(workdir))
+        trainer_cfg = {"_target_": "lightning.Trainer", **job["trainer"]}
+        trainer = instantiate(trainer_cfg, max_epochs=int(job["epochs"]),
+                              default_root_dir=str(workdir))
         loader = batch_loader(train_set, int(job["batch_size"]), shuffle=True, seed=seed)
         net.train()
         try:
@@ -207,10 +205,12 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         t = time.perf_counter()
         net.eval()
         chunks = []
+        param = next(net.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
         try:
             with torch.no_grad():
                 for x in batch_loader(val_inputs, 512, shuffle=False):
-                    chunks.append(net(x).float().cpu().numpy())
+                    chunks.append(net(x.to(device)).float().cpu().numpy())
         except BaseException as exc:  # noqa: BLE001
             raise _classify(exc, Status.RUNTIME_ERROR) from exc
         logits = np.concatenate(chunks).astype(np.float32)

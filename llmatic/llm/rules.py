@@ -165,7 +165,8 @@ class LinearResidual(nn.Module):
 ''',
     "recurrent": '''
 class RecurrentBlock(nn.Module):
-    """Projects (B, F) features, runs them through an RNN as a length-1 sequence."""
+    """A linear projection, then an RNN over the features as a length-1 sequence (added by
+    the rule mutator)."""
 
     def __init__(self, hidden, cell="gru"):
         super().__init__()
@@ -300,7 +301,7 @@ _UNKNOWN = object()
 
 
 def _literal(node: ast.expr | None, default: object = None) -> object:
-    """Return the literal value of ``node``, ``default`` when absent, ``_UNKNOWN`` if not literal."""
+    """Return ``node``'s literal value; ``default`` if absent, ``_UNKNOWN`` if not a literal."""
     if node is None:
         return default
     try:
@@ -429,12 +430,12 @@ def _bare_torch_nn_names(tree: ast.Module) -> set[str]:
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "torch.nn":
-            names |= {alias.asname or alias.name for alias in node.names if alias.asname is None}
+            names |= {alias.name for alias in node.names if alias.asname is None}
     return names
 
 
 def _torch_nn_call(call: ast.Call, bare: set[str]) -> str | None:
-    """Return X when ``call`` is ``nn.X(...)``, ``torch.nn.X(...)`` or an imported bare ``X(...)``."""
+    """Return X for ``nn.X(...)``, ``torch.nn.X(...)`` or ``X(...)`` imported from torch.nn."""
     name = _dotted(call.func)
     if name is None:
         return None
@@ -445,7 +446,7 @@ def _torch_nn_call(call: ast.Call, bare: set[str]) -> str | None:
 
 
 class _Lazify(ast.NodeTransformer):
-    """``nn.Conv2d(3, 16, 3)`` -> ``nn.LazyConv2d(16, 3)``, ``nn.Linear(n, m)`` -> ``nn.LazyLinear(m)``.
+    """Turn eager layers into lazy ones: ``nn.Conv2d(3, 16, 3)`` -> ``nn.LazyConv2d(16, 3)``.
 
     A lazy layer infers its input size at the first forward pass, so a layer inserted before
     it, or a parent spliced in front of it, cannot break it.
@@ -735,7 +736,21 @@ class _Net:
         if len(forward.args.args) < 2:
             raise _NoEdit("forward takes no input tensor")
         self.tree, self.cls, self.init, self.forward = tree, cls, init, forward
-        self._helper_cache: tuple[tuple[int, ...], dict[str, str]] = ((), {})
+        self._cache: dict[str, tuple[list[ast.stmt], object]] = {}
+
+    def _cached(self, name: str, stmts: list[ast.stmt], compute: Callable[[], object]) -> object:
+        """Memoise ``compute()`` until the statement list changes.
+
+        Edits add or remove statements. The old statements themselves are kept in the cache, so
+        a new statement can never reuse an old one's identity.
+        """
+        hit = self._cache.get(name)
+        if hit is not None and len(hit[0]) == len(stmts):
+            if all(a is b for a, b in zip(hit[0], stmts, strict=True)):
+                return hit[1]
+        value = compute()
+        self._cache[name] = (list(stmts), value)
+        return value
 
     # --- what is in the class ---------------------------------------------------------
 
@@ -753,6 +768,9 @@ class _Net:
 
     def module_attrs(self) -> dict[str, ast.Call]:
         """``self.X = Call(...)`` assignments at the top level of ``__init__``."""
+        return self._cached("attrs", self.init.body, self._module_attrs)  # type: ignore[return-value]
+
+    def _module_attrs(self) -> dict[str, ast.Call]:
         attrs: dict[str, ast.Call] = {}
         for stmt in self.init.body:
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
@@ -763,9 +781,9 @@ class _Net:
 
     def helpers(self) -> dict[str, str]:
         """Helper classes this mutator added, by class name -> template key."""
-        key = tuple(id(n) for n in self.tree.body)
-        if self._helper_cache[0] == key:  # helper classes never change once added
-            return self._helper_cache[1]
+        return self._cached("helpers", self.tree.body, self._helpers)  # type: ignore[return-value]
+
+    def _helpers(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for node in self.tree.body:
             if isinstance(node, ast.ClassDef) and node is not self.cls:
@@ -774,7 +792,6 @@ class _Net:
                     renamed.name = template.name
                     if ast.dump(renamed) == _HELPER_DUMPS[helper]:
                         found[node.name] = helper
-        self._helper_cache = (key, found)
         return found
 
     def taken_attrs(self) -> set[str]:
@@ -823,9 +840,9 @@ class _Net:
             return any(self._weighted_call(a) for a in call.args)  # type: ignore[union-attr]
         if kind in _WEIGHTED or kind in _HELPER_SOURCES:
             return True
-        # A user-defined class may hold weights; other torch.nn layers do not.
-        name = _dotted(call.func) if isinstance(call, ast.Call) else None
-        return name is not None and "." not in name and kind not in _LAZY_TWIN
+        # A class defined in the module may hold weights; other torch.nn layers do not.
+        local = {n.name for n in self.tree.body if isinstance(n, ast.ClassDef)}
+        return isinstance(call, ast.Call) and _dotted(call.func) in local
 
     def agnostic(self, call: ast.expr | None) -> bool:
         """Whether a layer works for any input channel/feature count."""
@@ -892,8 +909,16 @@ class _Net:
                         return i, attr
         return None, None
 
+    def touch(self) -> None:
+        """Forget memoised analyses after an edit that changed nodes in place."""
+        self._cache.clear()
+
     def layout(self) -> _Layout:
         """Find the flatten, the classifier and every place where a layer fits."""
+        stmts = [*self.forward.body, *self.init.body]
+        return self._cached("layout", stmts, self._layout)  # type: ignore[return-value]
+
+    def _layout(self) -> _Layout:
         body = self.forward.body
         chains = [_stmt_chain(s) for s in body]
         flatten = next(
@@ -902,7 +927,7 @@ class _Net:
         )
         head, head_attr = self.head()
         layout = _Layout(chains, flatten, head, head_attr, [])
-        params = self.params()
+        live = _live_vars(body, self.params())
 
         # Spatial: from the input, while each statement feeds the tensor on, up to the flatten
         # (and never past the classifier, e.g. in all-convolutional networks).
@@ -915,7 +940,7 @@ class _Net:
                 if chain is None or chain.source != var:
                     break
                 var = chain.target
-            if _live_at(body, p, params) == {var}:
+            if live[p] == {var}:
                 reshape = self.absorbs(layout, p, channels=True)
                 resize = self.absorbs(layout, p, spatial=True, size_check=True)
                 layout.points.append(_Point(p, var, "spatial", reshape, resize, False))
@@ -934,14 +959,14 @@ class _Net:
                     var = chain.target
                     if any(o.kind == "module" and self.is_weighted(o.name) for o in chain.ops):
                         first = False
-                if _live_at(body, p, params) == {var}:
+                if live[p] == {var}:
                     reshape = self.absorbs(layout, p, channels=True)
                     layout.points.append(_Point(p, var, "flat", reshape, False, first))
         elif flatten is None and head is not None and self._linear_head(head, head_attr, body):
             # No flatten statement, but a linear classifier whose output is the network's
             # output: its input is (B, F).
             var = chains[head].source  # type: ignore[union-attr]
-            if _live_at(body, head, params) == {var}:
+            if live[head] == {var}:
                 reshape = self.absorbs(layout, head, channels=True)
                 layout.points.append(_Point(head, var, "flat", reshape, False, False))
         return layout
@@ -1077,23 +1102,28 @@ def _pool_size_safe(call: ast.Call, functional: bool, is_max: bool) -> bool:
     return all(k < 1 + 2 * p + s for k, s, p in zip(kernel, stride, pad, strict=True))
 
 
-def _live_at(body: list[ast.stmt], p: int, params: set[str]) -> set[str]:
-    """Local variables defined before ``body[p]`` and still read from ``body[p]`` on."""
-    defined = set(params)
-    for stmt in body[:p]:
-        defined |= _names(stmt, ast.Store)
-    live: set[str] = set()
-    killed: set[str] = set()
-    for stmt in body[p:]:
-        if isinstance(stmt, ast.Assign):
+def _live_vars(body: list[ast.stmt], params: set[str]) -> list[set[str]]:
+    """For each p, the local variables defined before ``body[p]`` and still read from it on.
+
+    A layer can go at p only if exactly one variable (the tensor) is live there; otherwise a
+    value saved earlier (a skip connection, a shape) would meet the changed tensor.
+    """
+    defined = [set(params)]
+    for stmt in body:
+        defined.append(defined[-1] | _names(stmt, ast.Store))
+    live_from: list[set[str]] = [set() for _ in range(len(body) + 1)]
+    for i in reversed(range(len(body))):
+        stmt, after = body[i], live_from[i + 1]
+        if isinstance(stmt, ast.Assign):  # reads first, then unconditional writes
             reads = _names(stmt.value, ast.Load).union(*(_names(t, ast.Load) for t in stmt.targets))
-            live |= reads - killed
-            killed |= set().union(*(_names(t, ast.Store) for t in stmt.targets))
+            writes = set().union(*(_names(t, ast.Store) for t in stmt.targets))
+            live_from[i] = (after - writes) | reads
         else:  # compound statements may not run their assignments: only count reads
-            live |= _names(stmt, ast.Load) - killed
+            reads = _names(stmt, ast.Load)
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
-                live |= {stmt.target.id} - killed
-    return (live & defined) - {"self"}
+                reads.add(stmt.target.id)
+            live_from[i] = after | reads
+    return [(live & known) - {"self"} for live, known in zip(live_from, defined, strict=True)]
 
 
 # -------------------------------------------------------------------------- loading, output
@@ -1297,7 +1327,8 @@ def _ensure_guard(net: _Net) -> bool:
     if _has_guard(net, layout):
         return True
     before = [p for p in layout.points if p.region == "spatial" and p.index == layout.flatten]
-    if not before or not before[0].reshape_ok:
+    # The pool fixes H and W (never below 1): the flatten must carry that to lazy layers.
+    if not before or not net.absorbs(layout, layout.flatten, spatial=True):
         return False
     attr = _fresh("gap", net.taken_attrs())
     _insert_layer(net, before[0], attr, f"nn.AdaptiveAvgPool2d({_GUARD_SIZE})", "self.{a}({x})")
@@ -1379,7 +1410,9 @@ def _add_conv(net: _Net, ctx: _Ctx, width: int | None = None) -> str | None:
     if point is None:
         return None
     ref = max(_widths(net, _CONV_KINDS) + [16])
-    c = min(width, ctx.max_channels) if width else int(ctx.pick(_CONV_WIDTHS, ref, ctx.max_channels))
+    c = min(width, ctx.max_channels) if width else int(
+        ctx.pick(_CONV_WIDTHS, ref, ctx.max_channels)
+    )
     k = int(ctx.pick(_KERNELS, 3))
     attr = _fresh("conv", net.taken_attrs())
     _insert_layer(net, point, attr, f"nn.LazyConv2d({c}, {k}, padding={k // 2})",
@@ -1446,7 +1479,9 @@ def _add_dropout(net: _Net, ctx: _Ctx) -> str | None:
     if point is None:
         return None
     p = ctx.pick(_DROPOUT_PS, 0.2)
-    kind = "Dropout2d" if point.region == "spatial" and ctx.chance(ctx.temperature / 2) else "Dropout"
+    # Dropout2d drops whole channels: only sometimes, and only when hot.
+    channelwise = point.region == "spatial" and ctx.chance(ctx.temperature / 2)
+    kind = "Dropout2d" if channelwise else "Dropout"
     attr = _fresh("dropout", net.taken_attrs())
     _insert_layer(net, point, attr, f"nn.{kind}({p})", "self.{a}({x})")
     return f"add {attr}: {kind}({p})"
@@ -1465,21 +1500,27 @@ def _add_norm(net: _Net, ctx: _Ctx) -> str | None:
     return f"add {attr}: {kind}"
 
 
-def _add_residual(net: _Net, ctx: _Ctx, width: int | None = None) -> str | None:
+def _add_residual(
+    net: _Net, ctx: _Ctx, width: int | None = None, spatial_only: bool = False
+) -> str | None:
     """Insert a residual helper: conv blocks before the flatten, linear blocks after it."""
     if _at_cap(net, ctx):
         return None
     spatial = _choose_point(net, ctx, "spatial", reshape=True)
-    if spatial is not None and (ctx.chance(0.75) or not _points(net, "flat", reshape=True)):
+    if spatial is not None and (
+        spatial_only or ctx.chance(0.75) or not _points(net, "flat", reshape=True)
+    ):
         ref = max(_widths(net, _CONV_KINDS) + [16])
-        c = width or int(ctx.pick(_CONV_WIDTHS, ref, ctx.max_channels))
+        c = min(width, ctx.max_channels) if width else int(
+            ctx.pick(_CONV_WIDTHS, ref, ctx.max_channels)
+        )
         k = int(ctx.pick(_KERNELS[1:], 3))
         helper = _ensure_helper(net, "conv_residual")
         args = f"{c}" if k == 3 else f"{c}, {k}"
         attr = _fresh("res", net.taken_attrs())
         _insert_layer(net, spatial, attr, f"{helper}({args})", "self.{a}({x})")
         return f"add {attr}: conv residual block {c} channels"
-    point = _flat_point(net, ctx)
+    point = None if spatial_only else _flat_point(net, ctx)
     if point is None:
         return None
     f = int(ctx.pick(_LINEAR_WIDTHS, max(_widths(net, _LINEAR_KINDS) + [64]), ctx.max_features))
@@ -1505,8 +1546,10 @@ def _add_recurrent(net: _Net, ctx: _Ctx) -> str | None:
 
 
 def _delete_candidates(net: _Net, preserving_only: bool) -> list[tuple[str, int, str, ast.Call]]:
-    """Layers whose removal keeps the network valid: ("stmt", index, attr, call) or
-    ("seq", element index, attr, container call).
+    """Layers whose removal keeps the network valid.
+
+    Each is ``("stmt", forward statement index, attr, call)`` or
+    ``("seq", element index, attr, nn.Sequential call)``.
     """
     layout = net.layout()
     attrs, uses = net.module_attrs(), net.attr_uses()
@@ -1541,6 +1584,7 @@ def _delete(net: _Net, ctx: _Ctx, preserving_only: bool = False) -> str | None:
     if not candidates:
         return None
     where, index, attr, call = candidates[ctx.index(len(candidates))]
+    net.touch()
     if where == "seq":
         del call.args[index]
         return f"delete element {index} of {attr}"
@@ -1612,19 +1656,26 @@ def _scale(net: _Net, ctx: _Ctx, factor: int, up: bool) -> str | None:
         if new != value:
             arg.value = new  # type: ignore[union-attr]
             changed += 1
+    net.touch()
     if not changed:
         return None
     return f"{'widen' if up else 'narrow'} {changed} layers x{factor}"
 
 
 def _grow(net: _Net, ctx: _Ctx) -> list[str]:
-    """Widen drastically, maybe add convolutions as wide as the widest one."""
+    """Widen drastically, maybe add convolutions as wide as the widest one.
+
+    Only before the flatten: a new hidden linear layer brings the adaptive pool that bounds
+    the flat size, which can make the network smaller.
+    """
     done = [d for d in [_scale(net, ctx, ctx.factor(), up=True)] if d]
     extra = int(ctx.rng.binomial(2, ctx.temperature)) + (0 if done else 1)
     for _ in range(extra):
         width = max(_widths(net, _CONV_KINDS), default=None)
-        edit = _add_conv if ctx.chance(0.6) else _add_residual
-        d = edit(net, ctx, width=width) or _add_conv(net, ctx, width=width)
+        if ctx.chance(0.6):
+            d = _add_conv(net, ctx, width=width)
+        else:
+            d = _add_residual(net, ctx, width=width, spatial_only=True)
         if d is None:
             break
         done.append(d)
@@ -1721,7 +1772,7 @@ _MUTATIONS: dict[str, Callable[[_Net, _Ctx], list[str]]] = {
 _WHY_NOT = {
     "conv": "no place before the flatten where a convolution keeps the shapes valid",
     "linear": "no place after the flatten where a linear layer keeps the shapes valid",
-    "pool": "no place where pooling keeps the shapes valid (or already pooled to 1x1)",
+    "pool": f"no place where pooling keeps the shapes valid (or {_MAX_DOWNSAMPLES} pools already)",
     "dropout": "no place to insert dropout",
     "norm": "no place to insert normalisation",
     "residual": "no place where a residual block keeps the shapes valid",
@@ -1860,7 +1911,8 @@ def _merge_module_level(a: _Net, b: _Net, carried: list[ast.AST]) -> None:
     a_texts = {ast.unparse(n) for n in a.tree.body}
     b_nodes = [copy.deepcopy(n) for n in b.tree.body if n is not b.cls]
     renames: dict[str, str] = {}
-    taken = set(a_defs) | {n.name for n in b_nodes if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    b_defs = {n.name for n in b_nodes if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    taken = set(a_defs) | b_defs
     for node in b_nodes:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in a_defs:
             if ast.dump(node) != ast.dump(a_defs[node.name]):
@@ -1918,7 +1970,12 @@ class RuleBasedMutator(CodeGenerator):
     is_llm = False
 
     def __init__(
-        self, *, seed: int = 0, max_channels: int = 128, max_features: int = 512, max_layers: int = 24
+        self,
+        *,
+        seed: int = 0,
+        max_channels: int = 128,
+        max_features: int = 512,
+        max_layers: int = 24,
     ) -> None:
         if min(max_channels, max_features, max_layers) < 1:
             raise ValueError("max_channels, max_features and max_layers must be >= 1")
