@@ -56,7 +56,12 @@ def validate_config(cfg: DictConfig) -> None:
          and cfg.operators.crossover_instruction.strip() != "",
          "operators.crossover_instruction", "must be a non-empty string")
     try:
-        check_templates(cfg.operators.mutation_template, cfg.operators.crossover_template)
+        chat = cfg.operators.get("chat")
+        check_templates(
+            cfg.operators.mutation_template,
+            cfg.operators.crossover_template,
+            None if chat is None else OmegaConf.to_container(chat),
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     lo, hi = number("temperature.min"), number("temperature.max")
@@ -88,3 +93,8 @@ def validate_config(cfg: DictConfig) -> None:
                 "dataset.data_dir at a local copy of the dataset or set dataset.download=true "
                 "on a machine with internet access"
             )
+    fmt = cfg.llm.get("prompt_format", "completion")
+    need(fmt in ("completion", "chat"), "llm.prompt_format",
+         f"must be completion or chat, got {fmt!r}")
+    need(fmt != "chat" or cfg.operators.get("chat") is not None, "operators.chat",
+         "llm.prompt_format=chat needs operators.chat templates (system, mutation, crossover)")

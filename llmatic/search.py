@@ -36,7 +36,7 @@ from llmatic.archives import NetworkArchive, PromptArchive
 from llmatic.config import CONFIG, ConfigError, validate_config
 from llmatic.descriptors import DescriptorSpace
 from llmatic.extract import extract_network
-from llmatic.prompts import crossover_prompt, mutation_prompt
+from llmatic.prompts import PromptBuilder
 from llmatic.sandbox import Sandbox, outcome_to_result
 from llmatic.seed import seed_network
 from llmatic.types import Completion, EvalResult, GenerationRequest, Operator, Status
@@ -158,6 +158,18 @@ class Search:
         self.val_labels = self.datamodule.splits["y_val"]
         self.data_dir = self.datamodule.write_child_arrays(self.run_dir / "data")
         self.generator = _build_generator(cfg)
+        ops = cfg.operators
+        chat = ops.get("chat")
+        self.prompts = PromptBuilder(
+            prompt_format=cfg.llm.get("prompt_format", "completion"),
+            mutation_template=ops.mutation_template,
+            crossover_template=ops.crossover_template,
+            chat={} if chat is None else OmegaConf.to_container(chat),
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            show_parent_stats=bool(ops.get("show_parent_stats", False)),
+            parent_stats_template=ops.get("parent_stats", ""),
+        )
         self.seed_source = seed_network(self.input_shape, self.num_classes)
         self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
@@ -279,14 +291,11 @@ class Search:
         return plans
 
     def _request(self, plan: Plan, seed: int) -> GenerationRequest:
-        ops = self.cfg.operators
+        prompt, messages = self.prompts.build(plan.instruction, plan.parents)
         sources = tuple(str(p["solution"]) for p in plan.parents)
-        if plan.operator is Operator.CROSSOVER:
-            prompt = crossover_prompt(ops.crossover_template, sources, plan.instruction)
-        else:
-            prompt = mutation_prompt(ops.mutation_template, sources[0], plan.instruction)
         return GenerationRequest(prompt=prompt, temperature=plan.temperature,
-                                 instruction=plan.instruction, parents=sources, seed=seed)
+                                 instruction=plan.instruction, parents=sources, seed=seed,
+                                 messages=messages)
 
     # -- one generation ---------------------------------------------------------------------
     def run_generation(self, state: SearchState, generation: int, progress: Any = None) -> None:
@@ -308,11 +317,8 @@ class Search:
         # Extract (string work only) and write every candidate's source file.
         jobs: list[tuple[Plan, Completion, Any]] = []
         for plan, completion in zip(plans, completions, strict=True):
-            state.llm_totals["prompt_tokens"] += completion.prompt_tokens
-            state.llm_totals["completion_tokens"] += completion.completion_tokens
-            state.llm_totals["calls"] += 1
+            _account(state.llm_totals, completion)
             if not completion.ok:
-                state.llm_totals["failures"] += 1
                 jobs.append((plan, completion, None))
                 continue
             jobs.append((plan, completion, extract_network(completion.text)))
@@ -345,7 +351,10 @@ class Search:
             record = self.tell(state, plan, result, source, generation)
             record["timings"] = {"generate": round(per_candidate_gen, 4), **result.timings}
             record["llm"] = {"prompt_tokens": completion.prompt_tokens,
-                             "completion_tokens": completion.completion_tokens}
+                             "completion_tokens": completion.completion_tokens,
+                             "seconds": round(completion.seconds, 4),
+                             "cached": bool(completion.cached),
+                             "attempts": int(completion.attempts)}
             record["extraction_notes"] = list(ext.notes) if ext is not None else []
             records.append(record)
         self._append_history(state, records)
@@ -444,7 +453,8 @@ class Search:
         plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
         record = self.tell(state, plan, result, self.seed_source, 0)
         record["timings"] = result.timings
-        record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0}
+        record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
+                         "cached": False, "attempts": 0}
         record["extraction_notes"] = []
         self._append_history(state, [record])
 
@@ -471,6 +481,14 @@ class Search:
             "temperature_mean": float(np.mean(temps)) if temps else None,
             "temperature_min": min(temps) if temps else None,
             "temperature_max": max(temps) if temps else None,
+            "llm_requests": sum(1 for r in records if r["operator"] != "seed"),
+            "llm_cache_hits": sum(bool(r["llm"].get("cached")) for r in records),
+            "llm_failures": sum(r["status"] == Status.LLM_ERROR.value for r in records),
+            "llm_prompt_tokens": sum(r["llm"]["prompt_tokens"] for r in records
+                                     if not r["llm"].get("cached")),
+            "llm_completion_tokens": sum(r["llm"]["completion_tokens"] for r in records
+                                         if not r["llm"].get("cached")),
+            "llm_seconds": round(sum(r["llm"].get("seconds", 0.0) for r in records), 4),
             **{f"status_{k}": v for k, v in Counter(r["status"] for r in records).items()},
         }
 
@@ -478,6 +496,20 @@ class Search:
         """Stop the sandbox server and release the generator."""
         self.sandbox.close()
         self.generator.close()
+
+
+def _account(totals: Counter, completion: Completion) -> None:
+    """Add one completion to the run's LLM totals (cache hits cost no tokens)."""
+    totals["requests"] += 1
+    if completion.cached:
+        totals["cache_hits"] += 1
+    else:
+        totals["prompt_tokens"] += completion.prompt_tokens
+        totals["completion_tokens"] += completion.completion_tokens
+        totals["seconds"] += completion.seconds
+        totals["attempts"] += completion.attempts
+    if not completion.ok:
+        totals["failures"] += 1
 
 
 def _clean_job_dir(job_dir: Path) -> None:
@@ -497,23 +529,44 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _build_generator(cfg: DictConfig):  # noqa: ANN202
-    from hydra.utils import instantiate
-    from omegaconf.errors import MissingMandatoryValue
+#: llm config keys that configure the search around the generator, not its constructor.
+_LLM_SEARCH_KEYS = ("prompt_format", "cache", "cache_path")
+#: llm config keys that do not change what a generator answers (left out of cache keys).
+_LLM_TRANSPORT_KEYS = ("_target_", "batch_size", "device", "device_map", "max_concurrency",
+                       "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",
+                       "check_endpoint", "api_key", "local_files_only", "trust_remote_code")
 
+
+def _build_generator(cfg: DictConfig):  # noqa: ANN202
+    """Instantiate ``cfg.llm`` (wrapped in the completion cache when ``llm.cache``)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from llmatic.llm.cache import CachedGenerator, CompletionCache
+
+    llm = OmegaConf.to_container(cfg.llm, resolve=True)
+    use_cache = bool(llm.get("cache", False))
+    cache_path = llm.get("cache_path")
+    for key in _LLM_SEARCH_KEYS:
+        llm.pop(key, None)
     try:
-        return instantiate(cfg.llm)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(
-            f"{exc.full_key if hasattr(exc, 'full_key') else 'llm'} is required for this "
-            "llm: e.g. llm.model=/path/to/local/model or a hub id such as "
-            "Salesforce/codegen-6B-mono"
-        ) from exc
-    except Exception as exc:
+        generator = instantiate(llm, _convert_="all")
+    except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, ValueError):  # generators raise ValueError naming the key
             raise ConfigError(str(cause)) from exc
-        raise
+        raise ConfigError(f"llm: could not build {llm.get('_target_')}: {cause}") from exc
+    if not use_cache:
+        return generator
+    if not cache_path:
+        raise ConfigError("llm.cache_path must be set when llm.cache=true")
+    identity = {k: v for k, v in llm.items() if k not in _LLM_TRANSPORT_KEYS}
+    identity["generator"] = generator.name
+    try:
+        cache = CompletionCache(cache_path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return CachedGenerator(generator, cache, identity)
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
@@ -551,7 +604,8 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
             "max_curiosity": prm["max_curiosity"],
         },
         "descriptors_clipped": dict(state.clipped),
-        "llm": dict(state.llm_totals),
+        "llm": {k: (round(v, 3) if isinstance(v, float) else v)
+                for k, v in sorted(state.llm_totals.items())},
         "elites": [
             {
                 "candidate_id": int(e["candidate_id"]),

@@ -52,6 +52,8 @@ class GenerationRequest:
         parents: Source code of the parent network(s): one for mutation, two for crossover.
         seed: Seed for this completion; the same request and seed give the same completion
             for deterministic generators.
+        messages: The same prompt as chat messages (``{"role", "content"}`` dicts) when the
+            configured prompt format is ``chat``; None for the code-completion format.
     """
 
     prompt: str
@@ -59,6 +61,7 @@ class GenerationRequest:
     instruction: str
     parents: tuple[str, ...]
     seed: int = 0
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    cached: bool = False
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,20 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_completion_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the completion cache of every test out of the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("LLMATIC_CACHE_DIR")
+    os.environ["LLMATIC_CACHE_DIR"] = str(tmp_path_factory.mktemp("llm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("LLMATIC_CACHE_DIR", None)
+    else:
+        os.environ["LLMATIC_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 and its BPE tokenizer, saved for ``from_pretrained`` (built once)."""

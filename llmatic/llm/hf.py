@@ -130,6 +130,11 @@ class HFGenerator(CodeGenerator):
         local_files_only: Never touch the network; load from the local cache or directory.
         top_k: Keep only the k most likely tokens before sampling; 0 disables it. The default,
             50, is the Hugging Face default that the reference code sampled with.
+        device_map: Passed to ``from_pretrained`` (e.g. ``"auto"`` to spread a large model
+            over the GPUs with accelerate); None keeps the whole model on ``device``.
+
+    Chat-format requests (``request.messages``) go through the tokenizer's chat template
+    when it has one (instruct models); otherwise the plain prompt is used.
 
     Raises:
         ValueError: If the model or tokenizer cannot be loaded, or an argument is invalid.
@@ -152,6 +157,7 @@ class HFGenerator(CodeGenerator):
         trust_remote_code: bool = False,
         local_files_only: bool = False,
         top_k: int = 50,
+        device_map: str | None = None,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"llm.max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -174,9 +180,12 @@ class HFGenerator(CodeGenerator):
         self.device = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
+        self.device_map = device_map
         self.tokenizer, self.model = self._load(
             torch_dtype, trust_remote_code=trust_remote_code, local_files_only=local_files_only
         )
+        if device_map is not None:  # accelerate placed the layers; inputs go to the first
+            self.device = next(self.model.parameters()).device
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -230,8 +239,9 @@ class HFGenerator(CodeGenerator):
             except Exception as e:  # noqa: BLE001 - any loading failure is a config problem
                 raise fail(f"tokenizer: {type(e).__name__}: {e}") from e
             try:
+                placement = {} if self.device_map is None else {"device_map": self.device_map}
                 model = AutoModelForCausalLM.from_pretrained(
-                    source, **{_dtype_kwarg(): dtype}, **common
+                    source, **{_dtype_kwarg(): dtype}, **placement, **common
                 )
             except Exception as e:  # noqa: BLE001
                 raise fail(f"model: {type(e).__name__}: {e}") from e
@@ -253,7 +263,8 @@ class HFGenerator(CodeGenerator):
                         f"(no internet?); from the cache: {cache_error.__cause__}"
                     ) from cache_error
                 tokenizer, model = load(False)
-        model.to(self.device)
+        if self.device_map is None:
+            model.to(self.device)
         model.eval()
         return tokenizer, model
 
@@ -344,7 +355,7 @@ class HFGenerator(CodeGenerator):
         return completions
 
     def _sample(self, chunk: Sequence[GenerationRequest]) -> list[Completion]:
-        input_ids, attention_mask, prompt_tokens = self.encode([r.prompt for r in chunk])
+        input_ids, attention_mask, prompt_tokens = self.encode([self.prompt_text(r) for r in chunk])
         prompt_length = input_ids.shape[1]
         stopping = (
             StoppingCriteriaList([StopOnStrings(self.tokenizer, self.stop, prompt_length)])
@@ -388,6 +399,18 @@ class HFGenerator(CodeGenerator):
                 )
             )
         return completions
+
+    def prompt_text(self, request: GenerationRequest) -> str:
+        """The text the model sees.
+
+        Chat messages go through the tokenizer's chat template (instruct models); otherwise
+        the plain prompt (base models, the paper's format).
+        """
+        if request.messages and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [dict(m) for m in request.messages], tokenize=False, add_generation_prompt=True
+            )
+        return request.prompt
 
     def close(self) -> None:
         """Free the model (and GPU memory); later calls to ``generate`` return errors."""
