@@ -38,6 +38,19 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
+    """Group the runs of one sweep in W&B and name each run by what varies."""
+    from hydra.types import RunMode
+
+    if not str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        return
+    if cfg.logger.get("group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep = Path(hydra_cfg.sweep.dir).name
+        cfg.logger.group = f"{cfg.get('experiment_name') or 'sweep'}-{sweep}"
+    if cfg.logger.get("name") is None:
+        cfg.logger.name = (f"{cfg.ablation.name}-p{cfg.operators.p_mutation}-seed{cfg.seed}")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -52,6 +65,7 @@ def _app(cfg: DictConfig) -> float | None:
         else:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
         validate_config(cfg)  # before the heavy imports below
+        _name_wandb_run(cfg, HydraConfig.get())
         from llmatic.search import run_search
 
         summary = run_search(cfg, run_dir, resume=bool(cfg.resume))

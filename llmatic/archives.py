@@ -300,3 +300,59 @@ class PromptArchive:
             "coverage": float(s.coverage),
             "max_curiosity": None if s.obj_max is None else float(s.obj_max),
         }
+
+
+class ElitistPopulation:
+    """A plain elitist population: the ``size`` best networks, whatever their descriptors.
+
+    The ``prompt_archive_only`` ablation selects parents from this instead of the network
+    archive, so diversity is not maintained. Same interface as :class:`NetworkArchive`.
+    """
+
+    def __init__(self, *, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"population size must be >= 1, got {size}")
+        self.size = int(size)
+        self.members: list[dict[str, Any]] = []
+        self._next_index = 0
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, *, source: str, fitness: float, measures: Sequence[float], **extra: Any) -> bool:
+        """Insert if the population has room or ``fitness`` beats the worst member."""
+        if len(self.members) >= self.size:
+            worst = min(range(len(self.members)), key=lambda i: self.members[i]["objective"])
+            if fitness <= self.members[worst]["objective"]:
+                return False
+            del self.members[worst]
+        member = {"solution": source, "objective": float(fitness),
+                  "measures": np.asarray(measures, dtype=float), "index": self._next_index,
+                  **extra}
+        self._next_index += 1
+        self.members.append(member)
+        return True
+
+    def elites(self) -> dict[str, np.ndarray]:
+        """Members as columns, in insertion order."""
+        if not self.members:
+            return {"index": np.zeros(0, dtype=int)}
+        keys = self.members[0].keys()
+        return {k: np.asarray([m[k] for m in self.members],
+                              dtype=object if k == "solution" else None) for k in keys}
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A uniformly random member."""
+        return dict(self.members[int(rng.integers(len(self.members)))])
+
+    def nearest(self, elite: dict[str, Any]) -> dict[str, Any] | None:
+        """The member nearest to ``elite`` in descriptor space, or None."""
+        others = [m for m in self.members if m["index"] != elite["index"]]
+        if not others:
+            return None
+        target = np.asarray(elite["measures"], dtype=float)
+        return dict(min(others, key=lambda m: float(np.linalg.norm(m["measures"] - target))))
+
+    def top(self, k: int) -> list[dict[str, Any]]:
+        """The ``k`` best members, best first."""
+        return [dict(m) for m in sorted(self.members, key=lambda m: -m["objective"])[:k]]

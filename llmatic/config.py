@@ -98,3 +98,11 @@ def validate_config(cfg: DictConfig) -> None:
          f"must be completion or chat, got {fmt!r}")
     need(fmt != "chat" or cfg.operators.get("chat") is not None, "operators.chat",
          "llm.prompt_format=chat needs operators.chat templates (system, mutation, crossover)")
+    ab = cfg.get("ablation")
+    need(ab is not None, "ablation", "missing: choose e.g. ablation=llmatic")
+    if ab.get("p_mutation") is not None:
+        p_ab = number("ablation.p_mutation")
+        need(0.0 <= p_ab <= 1.0, "ablation.p_mutation", f"must be in [0, 1] or null, got {p_ab}")
+    for key in ("network_archive", "prompt_archive", "random_generation"):
+        need(isinstance(ab.get(key), bool), f"ablation.{key}",
+             f"must be true or false, got {ab.get(key)!r}")

@@ -173,16 +173,19 @@ class ArrayDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     # -- hand-off to sandboxed children --------------------------------------------------
-    def write_child_arrays(self, directory: str | os.PathLike) -> Path:
+    def write_child_arrays(self, directory: str | os.PathLike, *, include_test: bool = False
+                           ) -> Path:
         """Write train inputs+labels and *unlabelled* val inputs for sandboxed children.
 
-        Files: ``x_train.npy``, ``y_train.npy``, ``x_val.npy`` and ``normalization.json``.
+        Files: ``x_train.npy``, ``y_train.npy``, ``x_val.npy`` and ``normalization.json``
+        (plus the unlabelled ``x_test.npy`` for the final evaluation, never during search).
         Each is written to a temporary name and renamed, so a reader never sees half a file.
         """
         self.setup()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for key in ("x_train", "y_train", "x_val"):
+        keys = ("x_train", "y_train", "x_val") + (("x_test",) if include_test else ())
+        for key in keys:
             tmp = directory / f".{key}.tmp.npy"
             np.save(tmp, self.splits[key])
             os.replace(tmp, directory / f"{key}.npy")
@@ -190,17 +193,19 @@ class ArrayDataModule(L.LightningDataModule):
         return directory
 
 
-def load_child_arrays(directory: str | os.PathLike) -> tuple[BatchArrayDataset, np.ndarray]:
+def load_child_arrays(
+    directory: str | os.PathLike, split: str = "val"
+) -> tuple[BatchArrayDataset, BatchArrayDataset]:
     """Open what :meth:`ArrayDataModule.write_child_arrays` wrote (memory-mapped).
 
-    Returns the labelled training dataset and the unlabelled validation inputs.
+    Returns the labelled training dataset and the unlabelled inputs of ``split``.
     """
     directory = Path(directory)
     norm = json.loads((directory / "normalization.json").read_text())
     x_train = np.load(directory / "x_train.npy", mmap_mode="r")
     y_train = np.load(directory / "y_train.npy")
-    x_val = np.load(directory / "x_val.npy", mmap_mode="r")
-    return BatchArrayDataset(x_train, y_train, **norm), BatchArrayDataset(x_val, None, **norm)
+    x_eval = np.load(directory / f"x_{split}.npy", mmap_mode="r")
+    return BatchArrayDataset(x_train, y_train, **norm), BatchArrayDataset(x_eval, None, **norm)
 
 
 class DigitsDataModule(ArrayDataModule):

@@ -72,10 +72,11 @@ class WandbLogger(MetricsLogger):
         project: str = "llmatic",
         entity: str | None = None,
         group: str | None = None,
+        name: str | None = None,
         mode: str | None = None,
         tags: list[str] | None = None,
     ) -> None:
-        self.kwargs = dict(project=project, entity=entity, group=group, mode=mode,
+        self.kwargs = dict(project=project, entity=entity, group=group, name=name, mode=mode,
                            tags=list(tags or []))
         self.run = None
 
@@ -105,3 +106,36 @@ class WandbLogger(MetricsLogger):
                     self.run.summary[key] = value
             self.run.finish()
             self.run = None
+
+
+class TensorBoardLogger(MetricsLogger):
+    """TensorBoard event files under ``RUN_DIR/tensorboard`` (view: tensorboard --logdir)."""
+
+    def __init__(self, *, subdir: str = "tensorboard") -> None:
+        self.subdir = subdir
+        self.writer = None
+
+    def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
+        """Open the event writer and record the config as text."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / self.subdir))
+        if not resumed:
+            import json
+
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
+
+    def log_generation(self, metrics: dict[str, Any], step: int) -> None:
+        """One scalar per metric and generation."""
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, global_step=step)
+        self.writer.flush()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Close the writer."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from llmatic.types import EvalResult, Status
-from llmatic.worker import LOGITS_FILE, RESULT_FILE
+from llmatic.worker import LOGITS_FILE, RESULT_FILE, logits_file
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
@@ -322,7 +322,7 @@ class Sandbox:
         """Run ``job`` in a fresh child with ``job_dir`` as its working directory."""
         job_dir = Path(job_dir).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (RESULT_FILE, LOGITS_FILE):
+        for stale in (RESULT_FILE, LOGITS_FILE, logits_file("test")):
             (job_dir / stale).unlink(missing_ok=True)
         (job_dir / "job.json").write_text(json.dumps(job))
         waiter: queue.Queue = queue.Queue()
@@ -404,6 +404,7 @@ def outcome_to_result(
     val_labels: np.ndarray | None,
     num_classes: int,
     fitness: str = "accuracy",
+    split: str = "val",
 ) -> EvalResult:
     """Turn what a child left behind into an :class:`EvalResult`, scoring in the parent."""
     res = outcome.result or {}
@@ -436,7 +437,7 @@ def outcome_to_result(
     if val_labels is None:  # a check-only job (no training)
         return EvalResult(Status.OK, **base)
     try:
-        logits = np.load(job_dir / LOGITS_FILE, allow_pickle=False)
+        logits = np.load(job_dir / logits_file(split), allow_pickle=False)
     except (OSError, ValueError) as exc:
         return EvalResult(Status.CRASHED, error=f"no validation logits: {exc}", **base)
     if logits.shape != (len(val_labels), num_classes) or not np.isfinite(logits).all():

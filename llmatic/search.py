@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.archives import NetworkArchive, PromptArchive
+from llmatic.archives import ElitistPopulation, NetworkArchive, PromptArchive
 from llmatic.config import CONFIG, ConfigError, validate_config
 from llmatic.descriptors import DescriptorSpace
 from llmatic.extract import extract_network
@@ -68,6 +68,15 @@ class SearchState:
     clipped: Counter = field(default_factory=Counter)
     llm_totals: Counter = field(default_factory=Counter)
     wall_seconds: float = 0.0
+    #: Parents of the ``prompt_archive_only`` ablation (None: the network archive).
+    population: ElitistPopulation | None = None
+    #: The seed network as an elite record (the parent of ``random_generation``).
+    seed_elite: dict[str, Any] | None = None
+
+    @property
+    def parents(self) -> NetworkArchive | ElitistPopulation:
+        """Where parents are selected from."""
+        return self.network_archive if self.population is None else self.population
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -129,7 +138,8 @@ class Plan:
 class Search:
     """One search run (use :func:`run_search`)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, *, console: Any = None) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, *, console: Any = None,
+                 sandbox: Sandbox | None = None) -> None:
         from hydra.utils import instantiate
 
         self.cfg = cfg
@@ -143,7 +153,8 @@ class Search:
             names=list(cfg.descriptors.names),
             bounds=OmegaConf.to_container(ds.descriptor_bounds),
         )
-        self.sandbox = Sandbox(
+        self.owns_sandbox = sandbox is None
+        self.sandbox = sandbox or Sandbox(
             timeout_s=float(cfg.sandbox.timeout_s),
             memory_mb=None if cfg.sandbox.memory_mb is None else int(cfg.sandbox.memory_mb),
             torch_threads=int(cfg.sandbox.torch_threads),
@@ -201,7 +212,11 @@ class Search:
             centroid_samples=int(arch.get("centroid_samples", 20000)),
             centroid_seed=int(arch.get("centroid_seed", 0)),
         )
+        population = None
+        if not cfg.ablation.network_archive:
+            population = ElitistPopulation(size=int(arch.get("network_cells", 100)))
         return SearchState(
+            population=population,
             generation=0,
             next_candidate_id=0,
             rng=np.random.default_rng(int(cfg.seed)),
@@ -247,38 +262,47 @@ class Search:
     def plan(self, state: SearchState, generation: int) -> list[Plan]:
         """Choose operator, parents, instruction and temperature for each candidate."""
         cfg = self.cfg
+        ablation = cfg.ablation
+        p_mutation = float(cfg.operators.p_mutation if ablation.p_mutation is None
+                           else ablation.p_mutation)
         generations = int(cfg.budget.generations)
         rng = state.rng
         temp = state.temperature
+        pool = state.parents
         plans = []
         for _ in range(int(cfg.budget.candidates_per_generation)):
             cid = state.next_candidate_id
             state.next_candidate_id += 1
             warmup = (
-                len(state.network_archive) < int(cfg.budget.warmup_networks)
+                len(pool) < int(cfg.budget.warmup_networks)
                 and len(state.prompt_archive) < int(cfg.budget.warmup_prompts)
             )
-            n_elites = len(state.network_archive)
             crossover = (
-                not warmup and n_elites >= 2 and rng.random() >= float(cfg.operators.p_mutation)
+                not warmup
+                and not ablation.random_generation
+                and len(pool) >= 2
+                and rng.random() >= p_mutation
             )
             if crossover:
-                a = state.network_archive.sample(rng)
-                b = state.network_archive.nearest(a)
+                a = pool.sample(rng)
+                b = pool.nearest(a)
                 t = temp.propose(None, generation, generations)
                 plan = Plan(cid, Operator.CROSSOVER, cfg.operators.crossover_instruction, None,
                             t, [a, b], warmup)
             else:
-                parent = state.network_archive.sample(rng)
+                if ablation.random_generation:
+                    parent = dict(state.seed_elite)  # no evolution: always the seed
+                else:
+                    parent = pool.sample(rng)
                 chosen = None
-                if not warmup:
+                if not warmup and ablation.prompt_archive:
                     chosen = state.prompt_archive.select(
                         rng,
                         strategy=cfg.prompt_selection.strategy,
                         k=int(cfg.prompt_selection.k),
                         tau=float(cfg.prompt_selection.softmax_tau),
                     )
-                if chosen is None:  # warm-up: random instruction and temperature
+                if chosen is None:  # warm-up or no prompt archive: uniform draws
                     iid = int(rng.integers(len(self.instructions)))
                     t = temp.clip(rng.uniform(temp.min, temp.max))
                 else:
@@ -374,12 +398,16 @@ class Search:
                 before = Counter(self.descriptors.clipped)
                 measures = self.descriptors.normalise(raw)
                 state.clipped.update(self.descriptors.clipped - before)
-                added = state.network_archive.add(
+                entry = dict(
                     source=source, fitness=result.fitness, measures=measures,
                     raw_measures=raw, candidate_id=plan.candidate_id, generation=generation,
                     val_accuracy=result.val_accuracy, val_loss=result.val_loss,
                     params=result.params or 0, flops=result.flops or 0,
                 )
+                # Without the network archive (an ablation) it only measures the niches.
+                added = state.network_archive.add(**entry)
+                if state.population is not None:
+                    added = state.population.add(**entry)
         ok = result.status is Status.OK
         # Improvement drives the adaptive temperature.
         if cfg.temperature.get("compare_to", "best") == "parent":
@@ -395,7 +423,7 @@ class Search:
         next_t = plan.temperature
         if result.status is not Status.LLM_ERROR and plan.operator is not Operator.SEED:
             next_t = state.temperature.update(plan.temperature, improved)
-            if plan.operator is Operator.MUTATION:
+            if plan.operator is Operator.MUTATION and cfg.ablation.prompt_archive:
                 cur = cfg.curiosity
                 delta = (cur.added if added else cur.not_added) if ok else cur.untrainable
                 state.prompt_archive.credit(plan.instruction_id, plan.temperature, float(delta),
@@ -452,6 +480,12 @@ class Search:
             )
         plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
         record = self.tell(state, plan, result, self.seed_source, 0)
+        state.seed_elite = {
+            "solution": self.seed_source, "objective": float(result.fitness),
+            "candidate_id": cid, "val_accuracy": result.val_accuracy,
+            "params": result.params or 0, "flops": result.flops or 0,
+            "measures": np.asarray(record["measures"]), "index": -1,
+        }
         record["timings"] = result.timings
         record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
                          "cached": False, "attempts": 0}
@@ -493,8 +527,9 @@ class Search:
         }
 
     def close(self) -> None:
-        """Stop the sandbox server and release the generator."""
-        self.sandbox.close()
+        """Stop the sandbox server (if this search started it) and release the generator."""
+        if self.owns_sandbox:
+            self.sandbox.close()
         self.generator.close()
 
 
@@ -582,6 +617,7 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
     net, prm = state.network_archive.stats(), state.prompt_archive.stats()
     records = read_history(search.run_dir)
     return {
+        "ablation": str(search.cfg.ablation.name),
         "generator": search.generator.name,
         "generator_is_llm": bool(search.generator.is_llm),
         "dataset": search.cfg.dataset.name,
@@ -626,11 +662,14 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
 # Entry point
 # --------------------------------------------------------------------------------------
 def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = False,
-               show_progress: bool | None = None) -> dict[str, Any]:
+               show_progress: bool | None = None, sandbox: Sandbox | None = None
+               ) -> dict[str, Any]:
     """Run (or continue) a search in ``run_dir`` and return its summary.
 
     With ``resume=True`` the last checkpoint in ``run_dir`` is loaded and the history is cut
-    back to it, so a generation interrupted half-way is redone identically.
+    back to it, so a generation interrupted half-way is redone identically. ``sandbox``
+    lends an already started sandbox server (it stays open afterwards); by default the
+    search starts its own with ``cfg.sandbox``.
     """
     from rich.console import Console
 
@@ -644,7 +683,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
         )
     state = load_checkpoint(run_dir) if resume else None
     console = Console(stderr=True)
-    search = Search(cfg, run_dir, console=console)
+    search = Search(cfg, run_dir, console=console, sandbox=sandbox)
     from hydra.utils import instantiate
 
     metrics_logger = instantiate(cfg.logger)

@@ -29,6 +29,11 @@ RESULT_FILE = "result.json"
 LOGITS_FILE = "val_logits.npy"
 
 
+def logits_file(split: str) -> str:
+    """Where a child leaves the logits it predicted for ``split`` (unlabelled inputs)."""
+    return f"{split}_logits.npy"
+
+
 class CandidateFailure(Exception):
     """A candidate failed at a known stage; carries its status."""
 
@@ -185,7 +190,8 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         from llmatic.data import batch_loader, load_child_arrays
         from llmatic.training import NetModule
 
-        train_set, val_inputs = load_child_arrays(job["data_dir"])
+        split = str(job.get("predict_split", "val"))
+        train_set, val_inputs = load_child_arrays(job["data_dir"], split)
         module = NetModule(net=net, optimizer=instantiate(job["optimizer"]))
         trainer_cfg = {"_target_": "lightning.Trainer", **job["trainer"]}
         trainer = instantiate(trainer_cfg, max_epochs=int(job["epochs"]),
@@ -222,7 +228,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             )
         if not np.isfinite(logits).all():
             raise CandidateFailure(Status.NON_FINITE, "validation logits contain NaN or inf")
-        np.save(workdir / LOGITS_FILE, logits)
+        np.save(workdir / logits_file(split), logits)
         stage("predict", t)
         if result.get("train_loss") is not None and not math.isfinite(result["train_loss"]):
             raise CandidateFailure(Status.NON_FINITE, "training loss is not finite")

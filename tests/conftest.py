@@ -46,11 +46,24 @@ SMOKE = ("budget=smoke", "sandbox.workers=2", "sandbox.timeout_s=60")
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory):
+def shared_sandbox():
+    """One pre-warmed sandbox server for the searches of a test session.
+
+    Each search would otherwise start its own server (~10 s of imports on 2 cores); every
+    candidate still runs in its own fresh child, exactly as in a real run.
+    """
+    from llmatic.sandbox import Sandbox
+
+    with Sandbox(timeout_s=60, memory_mb=4096) as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     """One real end-to-end search with llm=rules on digits, shared by several tests."""
     from llmatic.search import run_search
 
     run_dir = tmp_path_factory.mktemp("smoke_run")
     cfg = compose_config(*SMOKE, "budget.generations=3")
-    summary = run_search(cfg, run_dir, show_progress=False)
+    summary = run_search(cfg, run_dir, show_progress=False, sandbox=shared_sandbox)
     return run_dir, summary, cfg

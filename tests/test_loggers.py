@@ -32,3 +32,19 @@ def test_wandb_offline_writes_a_local_run(tmp_path, monkeypatch):
     assert len(runs) == 1
     assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
     assert (tmp_path / "wandb_run_id.txt").read_text().strip() in runs[0].name
+
+
+def test_tensorboard_writes_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from llmatic.loggers import TensorBoardLogger
+
+    log = TensorBoardLogger()
+    log.start(tmp_path, {"seed": 0})
+    for g in (1, 2):
+        log.log_generation({"best_fitness": g / 10, "network_cells": 3 * g, "note": "x"}, g)
+    log.finish({})
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("network_cells")] == [3.0, 6.0]
+    assert [e.step for e in acc.Scalars("best_fitness")] == [1, 2]

@@ -81,10 +81,11 @@ def test_warmup_then_both_operators(smoke_run):
     assert "mutation" in ops
 
 
-def test_crossover_parents_are_nearest_neighbours(tmp_path):
+def test_crossover_parents_are_nearest_neighbours(tmp_path, shared_sandbox):
     cfg = compose_config(*SMOKE, "operators.p_mutation=0.0", "budget.warmup_networks=1",
                          "budget.warmup_prompts=1", "budget.generations=2")
-    run_search(cfg, tmp_path, show_progress=False)
+    run_search(cfg, tmp_path, show_progress=False,
+                sandbox=shared_sandbox)
     history = read_history(tmp_path)
     crossovers = [r for r in history if r["operator"] == "crossover"]
     assert crossovers, "p_mutation=0 after warm-up must give crossovers"
@@ -92,16 +93,19 @@ def test_crossover_parents_are_nearest_neighbours(tmp_path):
     assert all(r["instruction"].startswith("Combine the above two") for r in crossovers)
 
 
-def test_resume_continues_identically(tmp_path):
+def test_resume_continues_identically(tmp_path, shared_sandbox):
     full = tmp_path / "full"
     part = tmp_path / "part"
-    run_search(compose_config(*SMOKE, "budget.generations=2"), full, show_progress=False)
-    run_search(compose_config(*SMOKE, "budget.generations=1"), part, show_progress=False)
+    run_search(compose_config(*SMOKE, "budget.generations=2"), full, show_progress=False,
+                sandbox=shared_sandbox)
+    run_search(compose_config(*SMOKE, "budget.generations=1"), part, show_progress=False,
+                sandbox=shared_sandbox)
     # A half-written second generation, as after a kill: resume must discard it.
     with open(part / HISTORY, "a") as fh:
         fh.write(json.dumps({"generation": 2, "partial": True}) + "\n")
     cfg = compose_config(*SMOKE, "budget.generations=2")
-    run_search(cfg, part, resume=True, show_progress=False)
+    run_search(cfg, part, resume=True, show_progress=False,
+                sandbox=shared_sandbox)
 
     def strip(records):
         return [{k: v for k, v in r.items() if k != "timings"} for r in records]
@@ -109,7 +113,8 @@ def test_resume_continues_identically(tmp_path):
     assert strip(read_history(part)) == strip(read_history(full))
 
 
-def test_refuses_to_overwrite_an_existing_run(smoke_run):
+def test_refuses_to_overwrite_an_existing_run(smoke_run, shared_sandbox):
     run_dir, _, cfg = smoke_run
     with pytest.raises(ConfigError, match="resume="):
-        run_search(cfg, run_dir, show_progress=False)
+        run_search(cfg, run_dir, show_progress=False,
+                sandbox=shared_sandbox)

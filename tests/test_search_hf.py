@@ -11,10 +11,11 @@ from conftest import SMOKE, compose_config
 from llmatic.search import read_history, run_search
 
 
-def test_hf_search_on_a_random_tiny_model_completes(tiny_gpt2_dir, tmp_path):
+def test_hf_search_on_a_random_tiny_model_completes(tiny_gpt2_dir, tmp_path, shared_sandbox):
     cfg = compose_config(*SMOKE, "llm=hf", f"llm.model={tiny_gpt2_dir}",
                          "llm.max_new_tokens=48", "llm.batch_size=3", "budget.generations=2")
-    summary = run_search(cfg, tmp_path, show_progress=False)
+    summary = run_search(cfg, tmp_path, show_progress=False,
+                sandbox=shared_sandbox)
     history = read_history(tmp_path)
     assert len(history) == 1 + 2 * cfg.budget.candidates_per_generation
     generated = history[1:]

@@ -90,15 +90,17 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(CompletionCache(path)) == 200
 
 
-def test_rerun_of_an_hf_search_makes_zero_model_calls(tiny_gpt2_dir, tmp_path):
+def test_rerun_of_an_hf_search_makes_zero_model_calls(tiny_gpt2_dir, tmp_path, shared_sandbox):
     from conftest import SMOKE, compose_config
 
     from llmatic.search import read_history, run_search
 
     overrides = (*SMOKE, "llm=hf", f"llm.model={tiny_gpt2_dir}", "llm.max_new_tokens=32",
                  f"llm.cache_path={tmp_path / 'cache.sqlite'}", "budget.generations=2")
-    first = run_search(compose_config(*overrides), tmp_path / "a", show_progress=False)
-    second = run_search(compose_config(*overrides), tmp_path / "b", show_progress=False)
+    first = run_search(compose_config(*overrides), tmp_path / "a", show_progress=False,
+                sandbox=shared_sandbox)
+    second = run_search(compose_config(*overrides), tmp_path / "b", show_progress=False,
+                sandbox=shared_sandbox)
     n = 2 * 6
     assert first["llm"]["requests"] == n and first["llm"].get("cache_hits", 0) == 0
     assert second["llm"]["cache_hits"] == n  # every completion came from the cache
