@@ -21,6 +21,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (never part of `make test`): ratios measured side by side in one run.
+bench: install
+	$(BIN)/python benchmarks/bench_llm.py --out benchmarks/results/llm.json
+
 lint: install
 	$(BIN)/ruff check llmatic tests
 

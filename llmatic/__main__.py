@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.config import CONFIG, ConfigError, validate_config
+from llmatic.config import CONFIG, ConfigError, preflight, validate_config
 
 log = logging.getLogger("llmatic")
 
@@ -65,6 +65,7 @@ def _app(cfg: DictConfig) -> float | None:
         else:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
         validate_config(cfg)  # before the heavy imports below
+        preflight(cfg)
         _name_wandb_run(cfg, HydraConfig.get())
         from llmatic.search import run_search
 

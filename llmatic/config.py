@@ -106,3 +106,31 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("network_archive", "prompt_archive", "random_generation"):
         need(isinstance(ab.get(key), bool), f"ablation.{key}",
              f"must be true or false, got {ab.get(key)!r}")
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Cheap checks of the outside world before any heavy import (seconds, not minutes).
+
+    An OpenAI-compatible endpoint must accept a TCP connection; the generator does the full
+    check (``/models``, the API key) when it starts.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    llm = cfg.llm
+    if not str(llm.get("_target_", "")).endswith("OpenAIGenerator"):
+        return
+    if not llm.get("check_endpoint", True) or not llm.get("base_url"):
+        return
+    url = urlparse(str(llm.base_url))
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"llm.base_url={llm.base_url} must look like http://HOST:PORT/v1")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"llm.base_url={llm.base_url} is unreachable ({exc}): start the server first "
+            "(e.g. `vllm serve MODEL --port 8000` or `ollama serve`) or correct llm.base_url"
+        ) from exc

@@ -99,13 +99,30 @@ class WandbLogger(MetricsLogger):
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Write the summary and close the run."""
-        if self.run is not None:
-            for key, value in summary.items():
-                if isinstance(value, (int, float, str)):
-                    self.run.summary[key] = value
-            self.run.finish()
-            self.run = None
+        """Write the summary, the elites table and the archive heatmaps; close the run."""
+        if self.run is None:
+            return
+        import wandb
+
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str)):
+                self.run.summary[key] = value
+        for archive in ("network_archive", "prompt_archive"):
+            for key, value in (summary.get(archive) or {}).items():
+                self.run.summary[f"{archive}/{key}"] = value
+        elites = summary.get("elites") or []
+        if elites:
+            names = list(elites[0]["descriptors"])
+            columns = ["candidate_id", "generation", "fitness", "val_accuracy", "params",
+                       "flops", *names]
+            rows = [[e["candidate_id"], e["generation"], e["fitness"], e["val_accuracy"],
+                     e["params"], e["flops"], *[e["descriptors"][n] for n in names]]
+                    for e in elites]
+            self.run.log({"elites": wandb.Table(columns=columns, data=rows)})
+        for path in summary.get("heatmaps", []):
+            self.run.log({Path(path).stem: wandb.Image(str(path))})
+        self.run.finish()
+        self.run = None
 
 
 class TensorBoardLogger(MetricsLogger):
