@@ -66,6 +66,9 @@ class CSVLogger(MetricsLogger):
 class WandbLogger(MetricsLogger):
     """Weights & Biases. ``mode=offline`` (or ``WANDB_MODE=offline``) needs no network."""
 
+    #: The search draws the archive heatmaps at the end so they can be logged as images.
+    wants_heatmaps = True
+
     def __init__(
         self,
         *,

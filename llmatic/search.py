@@ -705,6 +705,8 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
         _loop(search, state, metrics_logger, console, show_progress)
         summary = summarize(search, state)
         _atomic_write_bytes(run_dir / SUMMARY, json.dumps(summary, indent=2).encode())
+        if getattr(metrics_logger, "wants_heatmaps", False):
+            summary["heatmaps"] = _render_heatmaps(run_dir)
         metrics_logger.finish(summary)
         print_elites(summary, console)
         return summary
@@ -751,6 +753,26 @@ def _loop(search: Search, state: SearchState, metrics_logger: Any, console: Any,
             if not show_progress:
                 log.info("generation %d/%d: valid %.0f%%, %s", generation, generations,
                          100 * metrics["valid_fraction"], info)
+
+
+def _render_heatmaps(run_dir: Path) -> list[str]:
+    """Draw both archive heatmaps into ``run_dir/figures`` (for loggers that show images)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from llmatic.figures import load_run, plot_network_heatmap, plot_prompt_heatmap, save_figure
+
+        run = load_run(run_dir)
+        paths = []
+        for name, plot in (("network_heatmap", plot_network_heatmap),
+                           ("prompt_heatmap", plot_prompt_heatmap)):
+            paths += [str(p) for p in save_figure(plot(run), run_dir / "figures", name)
+                      if str(p).endswith(".png")]
+        return paths
+    except Exception as exc:  # noqa: BLE001 - a figure never fails a finished search
+        log.warning("could not draw the archive heatmaps: %s", exc)
+        return []
 
 
 def _fmt(value: float | None) -> str:
