@@ -55,7 +55,7 @@ def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from llmatic.errors import DatasetError
+    from llmatic.errors import DatasetError, RunDirectoryError
 
     run_dir = Path(cfg.resume or HydraConfig.get().runtime.output_dir)
     try:
@@ -73,6 +73,9 @@ def _app(cfg: DictConfig) -> float | None:
     except (ConfigError, DatasetError) as exc:
         print(f"llmatic: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunDirectoryError as exc:
+        print(f"llmatic: error: {exc}", file=sys.stderr)
+        sys.exit(3)
     except KeyboardInterrupt:
         print(f"\nllmatic: interrupted; continue with: llmatic resume={run_dir}", file=sys.stderr)
         sys.exit(130)

@@ -12,3 +12,11 @@ class ConfigError(ValueError):
 
 class DatasetError(ValueError):
     """A dataset cannot be loaded; the message names the config key to fix."""
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory cannot be written (full disk, permissions).
+
+    The message says which file failed and that the last checkpoint is intact, so the run
+    can be continued with ``resume`` once the problem is fixed.
+    """

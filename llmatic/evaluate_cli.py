@@ -42,7 +42,8 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
 
         search = Search(cfg, Path(tmp))
         try:
-            result = search.evaluate(ext.source, ext.class_name, candidate_id=0)
+            result = search.check_policy(ext.source) or search.evaluate(
+                ext.source, ext.class_name, candidate_id=0)
         finally:
             search.close()
     return {**result.to_dict(), "class_name": ext.class_name, "file": str(path),

@@ -17,10 +17,19 @@ Each child, before the candidate's code runs:
 * installs an audit hook (``sys.addaudithook``) that refuses process creation, sockets,
   ``ctypes`` and writes outside its working directory.
 
-What this does NOT protect against: a kernel or CPython exploit, reads of files the user
-can read (the child runs as the same user), CPU time stolen from other processes until the
-timeout fires, and exhaustion of GPU memory shared with other jobs. Run searches of models
-you do not trust inside a container or VM as well.
+Inside the child the candidate's imports are checked against ``sandbox.allowed_imports``
+and the functions training relies on are compared with a snapshot after every stage
+(``worker.TamperGuard``); the search process scores the returned logits itself. Before any of
+this, ``llmatic.policy`` rejects code statically.
+
+Threat model. Protected: the search process and its results (code never runs there; fitness
+is computed there), other candidates (one process each), the file system outside the
+child's directory (writes, deletions, renames), the network, other processes, secrets in
+the environment. NOT protected: a kernel or CPython exploit, reads of files the user can
+read (the child runs as the same user), a determined attacker who escapes the Python-level
+checks (e.g. through a native-code bug), CPU time stolen until the timeout fires, and GPU
+memory shared with other jobs. For untrusted models, also run the search in a container or
+VM as an unprivileged user without network, or under gVisor (``runsc``).
 """
 
 from __future__ import annotations
@@ -111,10 +120,25 @@ def _vm_data_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _child(job_dir: str, memory_mb: int, torch_threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when the server dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(1)
+
+
+def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
+           timeout_s: float | None = None) -> None:
     """Body of a forked child: limits, then the worker. Never returns."""
     code = 0
     try:
+        _die_with_parent(server)
         os.setsid()
         os.chdir(job_dir)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -131,6 +155,9 @@ def _child(job_dir: str, memory_mb: int, torch_threads: int) -> None:
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if timeout_s:  # CPU-time backstop: SIGXCPU, then SIGKILL five seconds later
+            cpu = int(timeout_s * max(1, torch_threads) + 30)
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         keep = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         os.environ.clear()
         os.environ.update(keep)
@@ -174,6 +201,7 @@ def serve() -> None:
 
     proto.write(json.dumps({"ready": True}) + "\n")
     children: dict[int, Any] = {}
+    deadlines: dict[int, float] = {}  # pid -> monotonic time after which it is killed
     buffer = b""
     stdin_open = True
     while stdin_open or children:
@@ -191,13 +219,22 @@ def serve() -> None:
                     if not line.strip():
                         continue
                     req = json.loads(line)
+                    server = os.getpid()
                     pid = os.fork()
                     if pid == 0:
-                        _child(req["job_dir"], req["memory_mb"], req["torch_threads"])
+                        _child(req["job_dir"], req["memory_mb"], req["torch_threads"], server,
+                               req.get("timeout_s"))
                     children[pid] = req["id"]
+                    if req.get("timeout_s"):  # a second guard in case the client is gone
+                        deadlines[pid] = time.monotonic() + float(req["timeout_s"]) + 5.0
                     proto.write(json.dumps({"id": req["id"], "pid": pid}) + "\n")
         else:
             time.sleep(0.02)
+        now = time.monotonic()
+        for pid, deadline in list(deadlines.items()):
+            if now > deadline:
+                _kill_group(pid)
+                del deadlines[pid]
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -207,6 +244,7 @@ def serve() -> None:
             if pid == 0:
                 break
             job_id = children.pop(pid, None)
+            deadlines.pop(pid, None)
             if job_id is not None:
                 code = os.waitstatus_to_exitcode(status)
                 proto.write(json.dumps({"id": job_id, "exitcode": code}) + "\n")
@@ -326,38 +364,43 @@ class Sandbox:
             (job_dir / stale).unlink(missing_ok=True)
         (job_dir / "job.json").write_text(json.dumps(job))
         waiter: queue.Queue = queue.Queue()
-        started = time.perf_counter()
         with self._lock:
-            proc = self._ensure_server()
+            proc = self._ensure_server()  # may wait for the server's imports: not timed
             job_id = self._next_id
             self._next_id += 1
             self._waiters[job_id] = waiter
             request = {"id": job_id, "job_dir": str(job_dir), "memory_mb": self.memory_mb,
-                       "torch_threads": self.torch_threads}
+                       "torch_threads": self.torch_threads, "timeout_s": self.timeout_s}
             proc.stdin.write((json.dumps(request) + "\n").encode())
             proc.stdin.flush()
+        started = time.perf_counter()
         timed_out, exitcode, pid = False, None, None
         try:
+            # The clock starts when the child exists (the server answers with its pid at
+            # once); the server also kills children past their deadline on its own.
+            pid_msg = waiter.get(timeout=60)
+            if "pid" in pid_msg:
+                pid = pid_msg["pid"]
+                started = time.perf_counter()
+            else:
+                exitcode = pid_msg.get("exitcode")
             deadline = started + self.timeout_s
-            while True:
+            while pid is not None:
                 try:
                     msg = waiter.get(timeout=max(0.0, deadline - time.perf_counter()))
                 except queue.Empty:
                     timed_out = True
-                    if pid is not None:
-                        _kill_group(pid)
+                    _kill_group(pid)
                     try:  # the server reaps the killed child and reports it
                         waiter.get(timeout=10)
                     except queue.Empty:
                         pass
                     break
-                if "pid" in msg:
-                    pid = msg["pid"]
-                    continue
                 exitcode = msg.get("exitcode")
-                if pid is not None:
-                    _kill_group(pid)  # anything the candidate left running in its group
+                _kill_group(pid)  # anything the candidate left running in its group
                 break
+        except queue.Empty:  # the server never answered: it is wedged; start a new one
+            self.close()
         finally:
             self._waiters.pop(job_id, None)
         result = None

@@ -16,6 +16,7 @@ tests call it directly on composed configs. One generation:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,7 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from llmatic.archives import ElitistPopulation, NetworkArchive, PromptArchive
 from llmatic.config import CONFIG, ConfigError, validate_config
 from llmatic.descriptors import DescriptorSpace
+from llmatic.errors import RunDirectoryError
 from llmatic.extract import extract_network
+from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, check_source
 from llmatic.prompts import PromptBuilder
 from llmatic.sandbox import Sandbox, outcome_to_result
 from llmatic.seed import seed_network
@@ -80,23 +83,43 @@ class SearchState:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file, fsync, rename: a reader sees the old or the new file."""
+    """Write to a temporary file, fsync, rename: a reader sees the old or the new file.
+
+    On failure (a full disk, permissions) the temporary file is removed and the old file is
+    left as it was.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def save_checkpoint(run_dir: Path, state: SearchState) -> Path:
-    """Write ``checkpoints/gen_XXXX.pkl`` and ``checkpoints/latest.pkl`` atomically."""
+    """Write ``checkpoints/gen_XXXX.pkl`` and ``checkpoints/latest.pkl`` atomically.
+
+    Raises:
+        RunDirectoryError: The files could not be written; the previous checkpoint is intact.
+    """
     directory = run_dir / CHECKPOINTS
-    directory.mkdir(parents=True, exist_ok=True)
     data = pickle.dumps(state)
     path = directory / f"gen_{state.generation:04d}.pkl"
-    _atomic_write_bytes(path, data)
-    _atomic_write_bytes(directory / LATEST, data)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, data)
+        _atomic_write_bytes(directory / LATEST, data)
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"could not write checkpoint {path} ({exc.strerror or exc}); the previous "
+            f"checkpoint {directory / LATEST} is intact. Free space or fix permissions, then "
+            f"continue with: llmatic resume={run_dir}"
+        ) from exc
     return path
 
 
@@ -183,6 +206,8 @@ class Search:
         )
         self.seed_source = seed_network(self.input_shape, self.num_classes)
         self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        allowed = cfg.sandbox.get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
+        self.allowed_imports = None if allowed is None else list(allowed)
         self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
 
     # -- helpers ----------------------------------------------------------------------
@@ -240,7 +265,18 @@ class Search:
             "trainer": self.trainer_cfg,
             "optimizer": self.optimizer_cfg,
             "seed": seed,
+            "allowed_imports": self.allowed_imports,
         }
+
+    def check_policy(self, source: str) -> EvalResult | None:
+        """A ``forbidden`` result if the static policy rejects ``source`` (nothing runs)."""
+        if not self.cfg.sandbox.get("static_policy", True):
+            return None
+        violations = check_source(source, self.allowed_imports or DEFAULT_ALLOWED_IMPORTS)
+        if not violations:
+            return None
+        more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+        return EvalResult(Status.FORBIDDEN, error=f"{violations[0]}{more}")
 
     def evaluate(self, source: str, class_name: str, candidate_id: int) -> EvalResult:
         """Evaluate one network's source in a sandboxed child."""
@@ -353,6 +389,9 @@ class Search:
                 return EvalResult(Status.LLM_ERROR, error=completion.error)
             if ext.status is not None:
                 return EvalResult(ext.status, error=ext.error)
+            forbidden = self.check_policy(ext.source)
+            if forbidden is not None:
+                return forbidden
             result = self.evaluate(ext.source, ext.class_name, plan.candidate_id)
             if progress is not None:
                 progress.advance()
@@ -373,10 +412,11 @@ class Search:
                     progress.advance()
             source = ext.source if ext is not None and ext.source else None
             record = self.tell(state, plan, result, source, generation)
-            record["timings"] = {"generate": round(per_candidate_gen, 4), **result.timings}
+            # Everything measured in seconds lives in `timings` (ignored when comparing runs).
+            record["timings"] = {"generate": round(per_candidate_gen, 4),
+                                 "llm": round(completion.seconds, 4), **result.timings}
             record["llm"] = {"prompt_tokens": completion.prompt_tokens,
                              "completion_tokens": completion.completion_tokens,
-                             "seconds": round(completion.seconds, 4),
                              "cached": bool(completion.cached),
                              "attempts": int(completion.attempts)}
             record["extraction_notes"] = list(ext.notes) if ext is not None else []
@@ -459,11 +499,18 @@ class Search:
         }
 
     def _append_history(self, state: SearchState, records: Sequence[dict[str, Any]]) -> None:
-        with open(self.run_dir / HISTORY, "a") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, default=_json_default) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.run_dir / HISTORY, "a") as fh:
+                for rec in records:
+                    fh.write(json.dumps(rec, default=_json_default) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RunDirectoryError(
+                f"could not append to {self.run_dir / HISTORY} ({exc.strerror or exc}); the "
+                "last checkpoint is intact and a resume redoes this generation. Free space or "
+                f"fix permissions, then continue with: llmatic resume={self.run_dir}"
+            ) from exc
         state.history_lines += len(records)
 
     def evaluate_seed(self, state: SearchState) -> None:
@@ -487,8 +534,8 @@ class Search:
             "measures": np.asarray(record["measures"]), "index": -1,
         }
         record["timings"] = result.timings
-        record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
-                         "cached": False, "attempts": 0}
+        record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "cached": False,
+                         "attempts": 0}
         record["extraction_notes"] = []
         self._append_history(state, [record])
 
@@ -522,7 +569,7 @@ class Search:
                                      if not r["llm"].get("cached")),
             "llm_completion_tokens": sum(r["llm"]["completion_tokens"] for r in records
                                          if not r["llm"].get("cached")),
-            "llm_seconds": round(sum(r["llm"].get("seconds", 0.0) for r in records), 4),
+            "llm_seconds": round(sum(r["timings"].get("llm", 0.0) for r in records), 4),
             **{f"status_{k}": v for k, v in Counter(r["status"] for r in records).items()},
         }
 

@@ -26,6 +26,8 @@ class Status(str, enum.Enum):
     TIMEOUT = "timeout"  # killed after sandbox.timeout_s
     MEMORY_LIMIT = "memory_limit"  # hit sandbox.memory_mb (or CUDA OOM)
     CRASHED = "crashed"  # the child died without reporting (signal, os._exit)
+    FORBIDDEN = "forbidden"  # the static policy rejected the code (never ran)
+    TAMPERING = "tampering"  # the code replaced functions that training or scoring rely on
 
     @property
     def trainable(self) -> bool:

@@ -74,6 +74,94 @@ def _classify(exc: BaseException, default: Status) -> CandidateFailure:
     return CandidateFailure(default, _short_traceback(exc))
 
 
+def _guarded() -> dict[str, tuple[Any, str]]:
+    """Functions that training and scoring rely on: a candidate must not replace them."""
+    import builtins
+    import json as json_module
+
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    guarded = {
+        "torch.nn.functional.cross_entropy": (F, "cross_entropy"),
+        "torch.nn.Module.__call__": (torch.nn.Module, "__call__"),
+        "torch.nn.Module.train": (torch.nn.Module, "train"),
+        "torch.nn.Module.eval": (torch.nn.Module, "eval"),
+        "torch.nn.Module.parameters": (torch.nn.Module, "parameters"),
+        "torch.Tensor.backward": (torch.Tensor, "backward"),
+        "torch.Tensor.numpy": (torch.Tensor, "numpy"),
+        "torch.Tensor.float": (torch.Tensor, "float"),
+        "torch.Tensor.cpu": (torch.Tensor, "cpu"),
+        "torch.autograd.backward": (torch.autograd, "backward"),
+        "torch.no_grad": (torch, "no_grad"),
+        "torch.isfinite": (torch, "isfinite"),
+        "torch.optim.Optimizer.step": (torch.optim.Optimizer, "step"),
+        "torch.optim.Optimizer.zero_grad": (torch.optim.Optimizer, "zero_grad"),
+        "numpy.save": (np, "save"),
+        "numpy.concatenate": (np, "concatenate"),
+        "numpy.isfinite": (np, "isfinite"),
+        "json.dumps": (json_module, "dumps"),
+        "builtins.open": (builtins, "open"),
+    }
+    for name in ("Adam", "AdamW", "SGD"):
+        cls = getattr(torch.optim, name)
+        # torch wraps a class's step() with a profiling hook at its first instantiation;
+        # do that now so the snapshot holds the wrapped function.
+        cls([torch.zeros(1, requires_grad=True)], lr=0.1)
+        guarded[f"torch.optim.{name}.step"] = (cls, "step")
+    return guarded
+
+
+class TamperGuard:
+    """Remembers the guarded functions; :meth:`check` fails if any was replaced."""
+
+    def __init__(self) -> None:
+        self.targets = _guarded()
+        self.originals = {k: getattr(obj, attr) for k, (obj, attr) in self.targets.items()}
+
+    def check(self, stage: str) -> None:
+        """Raise a TAMPERING failure naming every replaced function."""
+        changed = [k for k, (obj, attr) in self.targets.items()
+                   if getattr(obj, attr, None) is not self.originals[k]]
+        if changed:
+            raise CandidateFailure(
+                Status.TAMPERING, f"replaced {', '.join(changed)} (detected after {stage})"
+            )
+
+
+def guarded_builtins(allowed: Any) -> dict[str, Any]:
+    """The candidate's ``__builtins__``: the real ones, with imports limited to ``allowed``.
+
+    The static policy already rejects such imports; this is the runtime layer (it also
+    covers ``eval`` / ``exec`` / ``__import__`` spelled in ways the policy cannot see, and
+    imports of modules the server process already holds, which the audit hook never sees).
+    """
+    import builtins
+    import types
+
+    allowed = frozenset(allowed)
+    real_import = builtins.__import__
+
+    def check(name: str) -> None:
+        if name not in allowed:
+            raise ImportError(f"sandbox: import of {name!r} is not allowed")
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002, ANN001, ANN202
+        if level:
+            raise ImportError("sandbox: relative imports are not allowed")
+        check(name)
+        module = real_import(name, globals, locals, fromlist, level)
+        for item in fromlist or ():
+            value = getattr(module, item, None)
+            if isinstance(value, types.ModuleType):
+                check(value.__name__)
+        return module
+
+    table = dict(builtins.__dict__)
+    table["__import__"] = guarded_import
+    return table
+
+
 def count_flops(net: Any, example: Any) -> int:
     """Multiply-accumulate count of one forward pass of ``example`` (thop's FLOPs).
 
@@ -120,7 +208,10 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
         # -- exec: defines the classes. Nothing is imported into the search process.
         t = time.perf_counter()
+        guard = TamperGuard()
         namespace: dict[str, Any] = {"__name__": "candidate"}
+        if job.get("allowed_imports") is not None:
+            namespace["__builtins__"] = guarded_builtins(job["allowed_imports"])
         import linecache
 
         # Lets tracebacks quote the candidate's offending line in error messages.
@@ -135,6 +226,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             exec(code, namespace)  # noqa: S102 - this is the sandboxed child
         except BaseException as exc:  # noqa: BLE001 - any failure is the candidate's
             raise _classify(exc, Status.INSTANTIATION_ERROR) from exc
+        guard.check("exec")
         stage("exec", t)
 
         # -- instantiate
@@ -164,6 +256,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             raise CandidateFailure(
                 Status.BAD_OUTPUT_SHAPE, f"forward returned {got}, expected (2, {num_classes})"
             )
+        guard.check("forward")
         stage("forward", t)
 
         # -- count: params, FLOPs, width, depth (descriptors come from these)
@@ -204,6 +297,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             raise _classify(exc, Status.RUNTIME_ERROR) from exc
         if getattr(trainer, "interrupted", False):
             raise CandidateFailure(Status.RUNTIME_ERROR, "training was interrupted")
+        guard.check("training")
         result["train_loss"] = module.last_loss
         stage("train", t)
 
@@ -228,6 +322,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             )
         if not np.isfinite(logits).all():
             raise CandidateFailure(Status.NON_FINITE, "validation logits contain NaN or inf")
+        guard.check("prediction")
         np.save(workdir / logits_file(split), logits)
         stage("predict", t)
         if result.get("train_loss") is not None and not math.isfinite(result["train_loss"]):

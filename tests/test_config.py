@@ -91,3 +91,38 @@ def test_hf_without_model_names_the_key(tmp_path):
     proc, _ = _cli("llm=hf", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 2
     assert "llm.model" in proc.stderr
+
+
+@pytest.mark.parametrize(("launcher", "target"), [
+    ("parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher"), ("basic", "BasicLauncher")])
+def test_launcher_presets_compose(launcher, target):
+    from conftest import CONFIG_DIR
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=[f"hydra/launcher={launcher}"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+@pytest.mark.parametrize("experiment", ["paper_cifar10", "ratio_sweep", "ablations",
+                                        "paper_cifar10_smoke", "ratio_sweep_smoke",
+                                        "ablations_smoke"])
+def test_experiment_presets_compose_with_their_sweeps(experiment):
+    from conftest import CONFIG_DIR
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=[f"experiment={experiment}"],
+                      return_hydra_config=True)
+    assert cfg.experiment_name == experiment
+    params = cfg.hydra.sweeper.params
+    assert "seed" in params
+    if experiment.startswith("paper"):
+        assert cfg.budget.generations * cfg.budget.candidates_per_generation in (2000, 12)
+    if "smoke" in experiment:
+        assert cfg.llm._target_.endswith("RuleBasedMutator") and cfg.dataset.name == "digits"
+    if experiment.startswith("ablations"):
+        assert len(str(params.ablation).split(",")) == 6
+    if experiment.startswith("ratio_sweep"):
+        assert str(params["operators.p_mutation"]) == "0.3,0.5,0.7,0.85"

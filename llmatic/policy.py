@@ -1,0 +1,225 @@
+"""Static policy: reject generated code that reaches outside a network's business.
+
+This is the first of two layers (the sandbox is the second). It reads the syntax tree only
+and never runs anything. Real network code passes: ``super(Net, self).__init__()``,
+``nn.ModuleList``, loops and comprehensions in ``forward``, ``x.view(x.size(0), -1)``,
+``torch.cat``, ``math.sqrt``, type hints, helper classes, ``getattr(self, name)``.
+Rejected, with the offending line:
+
+* imports outside an allow-list (torch, torch.nn, torch.nn.functional, math, typing, ...);
+* builtins that execute or reflect: ``open``, ``exec``, ``eval``, ``compile``,
+  ``__import__``, ``globals``, ``locals``, ``vars``, ``breakpoint``, ``input``, ...;
+* ``getattr`` / ``setattr`` / ``delattr`` on a module (``getattr(torch, "lo" + "ad")``);
+* dunder attribute walks (``__class__``, ``__subclasses__``, ``__globals__``,
+  ``__builtins__``, ``__dict__``, ``__code__``, ...) — only ``__init__`` is needed;
+* assignments to anything reached through a module (``F.cross_entropy = ...``,
+  ``torch.Tensor.backward = ...``): monkeypatching the functions training relies on;
+* torch escape hatches: ``torch.hub``, ``torch.load`` / ``torch.save``, ``torch.ops``,
+  ``torch._C`` and every private ``torch._*``, ``torch.utils.cpp_extension``,
+  ``torch.jit.load``, ``torch.classes``, ``torch.library``, ``torch.multiprocessing``,
+  ``torch.distributed``, ``torch.package``, ``torch.serialization``.
+
+A determined attacker can still write code this does not recognise; that is what the
+sandbox is for.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: Modules generated network code may import (a module's submodules are allowed with it
+#: only when listed).
+DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
+    "__future__",
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "torch.nn.init",
+    "torch.nn.utils.parametrizations",
+    "math",
+    "typing",
+    "collections",
+    "collections.abc",
+    "functools",
+    "itertools",
+    "operator",
+    "numbers",
+    "dataclasses",
+    "enum",
+    "abc",
+    "copy",
+    "random",
+    "numpy",
+)
+
+FORBIDDEN_BUILTINS = frozenset({
+    "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars",
+    "breakpoint", "input", "memoryview", "exit", "quit", "help", "__builtins__",
+    "__loader__", "__spec__",
+})
+REFLECTION_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+ALLOWED_DUNDERS = frozenset({"__init__", "__name__", "__doc__", "__len__", "__call__",
+                             "__annotations__", "__future__"})
+#: Attribute paths (after resolving import aliases) that are never allowed, with prefixes.
+FORBIDDEN_PATHS = (
+    "torch.hub", "torch.load", "torch.save", "torch.ops", "torch.utils.cpp_extension",
+    "torch.jit.load", "torch.jit.save", "torch.classes", "torch.library",
+    "torch.multiprocessing", "torch.distributed", "torch.package", "torch.serialization",
+    "torch.from_file",
+)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason to reject a program."""
+
+    line: int
+    message: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}: {self.source.strip()}"
+
+
+def _dotted(node: ast.AST) -> list[str] | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts[::-1]
+    return None
+
+
+def _forbidden_path(path: str) -> bool:
+    parts = path.split(".")
+    private = [p for p in parts[1:] if p.startswith("_") and not (p.startswith("__")
+                                                                  and p.endswith("__"))]
+    if parts[0] == "torch" and private:
+        return True
+    return any(path == p or path.startswith(p + ".") for p in FORBIDDEN_PATHS)
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self, lines: list[str], allowed: frozenset[str]) -> None:
+        self.lines = lines
+        self.allowed = allowed
+        self.modules: dict[str, str] = {}  # local name -> module path it is bound to
+        self.violations: list[Violation] = []
+
+    def flag(self, node: ast.AST, message: str) -> None:
+        line = getattr(node, "lineno", 0)
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        self.violations.append(Violation(line, message, text))
+
+    def _allowed_module(self, name: str) -> bool:
+        return name in self.allowed
+
+    def visit_Import(self, node: ast.Import) -> None:  # noqa: N802 - ast API
+        for alias in node.names:
+            if not self._allowed_module(alias.name):
+                self.flag(node, f"import of {alias.name!r} is not allowed")
+            local = alias.asname or alias.name.split(".")[0]
+            self.modules[local] = alias.name if alias.asname else alias.name.split(".")[0]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:  # noqa: N802
+        module = node.module or ""
+        if node.level or not self._allowed_module(module):
+            self.flag(node, f"import from {module or '.'!r} is not allowed")
+            return
+        for alias in node.names:
+            full = f"{module}.{alias.name}"
+            if alias.name == "*":
+                self.flag(node, "star imports are not allowed")
+            elif _forbidden_path(full):
+                self.flag(node, f"{full} is not allowed")
+            elif full in self._known_modules() and not self._allowed_module(full):
+                self.flag(node, f"import of {full!r} is not allowed")
+            self.modules[alias.asname or alias.name] = full
+
+    @staticmethod
+    def _known_modules() -> frozenset[str]:
+        return frozenset({"torch.hub", "torch.utils", "torch.jit", "torch.multiprocessing",
+                          "torch.distributed", "torch.package", "torch.serialization",
+                          "torch.cuda", "torch.backends", "torch.testing", "torch.onnx",
+                          "torch.utils.cpp_extension", "torch.library", "torch.ops"})
+
+    def _resolve(self, node: ast.AST) -> str | None:
+        parts = _dotted(node)
+        if not parts or parts[0] not in self.modules:
+            return None
+        return ".".join([self.modules[parts[0]], *parts[1:]])
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:  # noqa: N802
+        if node.attr.startswith("__") and node.attr.endswith("__") and (
+            node.attr not in ALLOWED_DUNDERS
+        ):
+            self.flag(node, f"attribute {node.attr!r} is not allowed")
+        path = self._resolve(node)
+        if path is not None and _forbidden_path(path):
+            self.flag(node, f"{path} is not allowed")
+            return  # one message per chain
+        self.generic_visit(node)
+
+    def _check_targets(self, targets: Iterable[ast.AST]) -> None:
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Attribute) and self._resolve(node) is not None:
+                    self.flag(node, f"assigning to {self._resolve(node)} (monkeypatching) "
+                                    "is not allowed")
+                    break
+
+    def visit_Assign(self, node: ast.Assign) -> None:  # noqa: N802
+        self._check_targets(node.targets)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:  # noqa: N802
+        self._check_targets([node.target])
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:  # noqa: N802
+        self._check_targets([node.target])
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:  # noqa: N802
+        self._check_targets(node.targets)
+        self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:  # noqa: N802
+        if node.id in FORBIDDEN_BUILTINS:
+            self.flag(node, f"{node.id!r} is not allowed")
+        elif node.id.startswith("__") and node.id.endswith("__") and (
+            node.id not in ALLOWED_DUNDERS
+        ):
+            self.flag(node, f"name {node.id!r} is not allowed")
+
+    def visit_Call(self, node: ast.Call) -> None:  # noqa: N802
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in REFLECTION_BUILTINS and node.args:
+            target = node.args[0]
+            root = _dotted(target)
+            if root and root[0] in self.modules:
+                self.flag(node, f"{func.id}() on a module is not allowed")
+            elif not (root and root[0] in ("self", "cls")) and not isinstance(target, ast.Name):
+                # getattr(some_call(), ...) could reach anything; names and self are fine.
+                self.flag(node, f"{func.id}() on an expression is not allowed")
+            if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(
+                node.args[1].value, str
+            ) and node.args[1].value.startswith("__"):
+                self.flag(node, f"{func.id}() of a dunder is not allowed")
+        self.generic_visit(node)
+
+
+def check_source(source: str, allowed_imports: Iterable[str] = DEFAULT_ALLOWED_IMPORTS
+                 ) -> list[Violation]:
+    """All policy violations in ``source`` (empty list: allowed). Never executes it."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # not ours to judge: the caller reports a syntax error
+    checker = _Checker(source.splitlines(), frozenset(allowed_imports))
+    checker.visit(tree)
+    return sorted(checker.violations, key=lambda v: v.line)
