@@ -8,6 +8,17 @@ from collections.abc import Sequence
 from llmatic.types import Completion, GenerationRequest
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Return ``text`` up to (not including) the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]
+
+
 class CodeGenerator(abc.ABC):
     """Turns prompts into completions, one per request, in order.
 

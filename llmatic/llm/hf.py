@@ -33,7 +33,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from llmatic.llm.base import CodeGenerator
+from llmatic.llm.base import CodeGenerator, cut_at_stop
 from llmatic.types import Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,6 @@ class StopOnStrings(StoppingCriteria):
         )
         done = [any(s in text for s in self.stop) for text in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Return ``text`` up to (not including) the first occurrence of any stop string."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
 
 
 class HFGenerator(CodeGenerator):

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import openai
 
-from llmatic.llm.base import CodeGenerator
+from llmatic.llm.base import CodeGenerator, cut_at_stop
 from llmatic.types import Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -676,21 +676,6 @@ class _LoopThread:
         self.thread.join(timeout=5)
         if not self.thread.is_alive():
             self.loop.close()
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Return ``text`` up to (not including) the first occurrence of any stop string.
-
-    The same as :func:`llmatic.llm.hf.cut_at_stop`, repeated so that this backend does not
-    import torch and transformers.
-    """
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
 
 
 def _retry_after_s(response: Any) -> float | None:
