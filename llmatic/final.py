@@ -60,7 +60,7 @@ def final_evaluation(run_dir: str | Path, *, top_k: int = 5, epochs: int | None 
             job["data_dir"] = str(test_dir.resolve())
             job["predict_split"] = "test"
             job_dir = out_dir / "jobs" / f"{cid:06d}"
-            outcome = search.sandbox.run(job, job_dir)
+            outcome = search.evaluator.submit(job, job_dir).result()
             result = outcome_to_result(outcome, job_dir=job_dir, val_labels=test_labels,
                                        num_classes=search.num_classes, split="test")
             test_acc = result.val_accuracy  # scored against the *test* labels here

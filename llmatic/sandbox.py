@@ -134,7 +134,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
-           timeout_s: float | None = None) -> None:
+           timeout_s: float | None = None, cuda_devices: str | None = None) -> None:
     """Body of a forked child: limits, then the worker. Never returns."""
     code = 0
     try:
@@ -164,6 +164,8 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
         os.environ.update(
             {"HOME": job_dir, "TMPDIR": job_dir, "OMP_NUM_THREADS": str(torch_threads)}
         )
+        if cuda_devices is not None:  # the evaluator binds this child to its GPU(s)
+            os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
         from llmatic.worker import run_job
 
         job = json.loads(Path("job.json").read_text())
@@ -223,7 +225,7 @@ def serve() -> None:
                     pid = os.fork()
                     if pid == 0:
                         _child(req["job_dir"], req["memory_mb"], req["torch_threads"], server,
-                               req.get("timeout_s"))
+                               req.get("timeout_s"), req.get("cuda_devices"))
                     children[pid] = req["id"]
                     if req.get("timeout_s"):  # a second guard in case the client is gone
                         deadlines[pid] = time.monotonic() + float(req["timeout_s"]) + 5.0
@@ -266,6 +268,8 @@ class ChildOutcome:
     timed_out: bool
     stderr_tail: str
     seconds: float
+    #: The logits the child predicted (read right after it exited), or None.
+    logits: np.ndarray | None = None
 
 
 class Sandbox:
@@ -356,8 +360,12 @@ class Sandbox:
         self.close()
 
     # -- one candidate ------------------------------------------------------------------
-    def run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
-        """Run ``job`` in a fresh child with ``job_dir`` as its working directory."""
+    def run(self, job: dict[str, Any], job_dir: Path, *, cuda_devices: str | None = None
+            ) -> ChildOutcome:
+        """Run ``job`` in a fresh child with ``job_dir`` as its working directory.
+
+        ``cuda_devices`` sets the child's ``CUDA_VISIBLE_DEVICES`` (its GPU binding).
+        """
         job_dir = Path(job_dir).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
         for stale in (RESULT_FILE, LOGITS_FILE, logits_file("test")):
@@ -370,7 +378,8 @@ class Sandbox:
             self._next_id += 1
             self._waiters[job_id] = waiter
             request = {"id": job_id, "job_dir": str(job_dir), "memory_mb": self.memory_mb,
-                       "torch_threads": self.torch_threads, "timeout_s": self.timeout_s}
+                       "torch_threads": self.torch_threads, "timeout_s": self.timeout_s,
+                       "cuda_devices": cuda_devices}
             proc.stdin.write((json.dumps(request) + "\n").encode())
             proc.stdin.flush()
         started = time.perf_counter()
@@ -410,12 +419,20 @@ class Sandbox:
                 result = json.loads(path.read_text())
             except (json.JSONDecodeError, OSError):
                 result = None
+        logits = None
+        logits_path = job_dir / logits_file(str(job.get("predict_split", "val")))
+        if result is not None and result.get("status") == "ok" and logits_path.exists():
+            try:
+                logits = np.load(logits_path, allow_pickle=False)
+            except (OSError, ValueError):
+                logits = None
         return ChildOutcome(
             result=result,
             exitcode=exitcode,
             timed_out=timed_out,
             stderr_tail=_tail(job_dir / "stderr.txt"),
             seconds=time.perf_counter() - started,
+            logits=logits,
         )
 
 
@@ -479,10 +496,9 @@ def outcome_to_result(
         return EvalResult(status, error=res.get("error"), **base)
     if val_labels is None:  # a check-only job (no training)
         return EvalResult(Status.OK, **base)
-    try:
-        logits = np.load(job_dir / logits_file(split), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        return EvalResult(Status.CRASHED, error=f"no validation logits: {exc}", **base)
+    logits = outcome.logits
+    if logits is None:
+        return EvalResult(Status.CRASHED, error="the child returned no logits", **base)
     if logits.shape != (len(val_labels), num_classes) or not np.isfinite(logits).all():
         return EvalResult(Status.NON_FINITE, error="invalid validation logits", **base)
     accuracy, loss = score_logits(logits, val_labels)

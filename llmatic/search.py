@@ -25,7 +25,7 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,13 +176,14 @@ class Search:
             names=list(cfg.descriptors.names),
             bounds=OmegaConf.to_container(ds.descriptor_bounds),
         )
-        self.owns_sandbox = sandbox is None
-        self.sandbox = sandbox or Sandbox(
+        self.evaluator = _build_evaluator(cfg, sandbox)
+        # Starts the sandbox server(s), which import torch + Lightning while we load the rest.
+        self.evaluator.start(
             timeout_s=float(cfg.sandbox.timeout_s),
             memory_mb=None if cfg.sandbox.memory_mb is None else int(cfg.sandbox.memory_mb),
             torch_threads=int(cfg.sandbox.torch_threads),
         )
-        self.sandbox.start()  # warms up (imports torch + Lightning) while we load the rest
+        self.sandbox = getattr(self.evaluator, "sandbox", None)
         # Data first: a missing dataset must fail before the LLM loads or anything runs.
         kwargs = OmegaConf.to_container(ds, resolve=True)
         kwargs.pop("descriptor_bounds", None)
@@ -278,10 +279,26 @@ class Search:
         more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
         return EvalResult(Status.FORBIDDEN, error=f"{violations[0]}{more}")
 
-    def evaluate(self, source: str, class_name: str, candidate_id: int) -> EvalResult:
-        """Evaluate one network's source in a sandboxed child."""
+    def submit(self, source: str, class_name: str, candidate_id: int) -> Future:
+        """Start evaluating one network's source; the future holds its :class:`EvalResult`."""
         job_dir = self.run_dir / "jobs" / f"{candidate_id:06d}"
-        outcome = self.sandbox.run(self._job(source, class_name, candidate_id), job_dir)
+        inner = self.evaluator.submit(self._job(source, class_name, candidate_id), job_dir)
+        outer: Future = Future()
+
+        def done(f: Future) -> None:
+            try:
+                outer.set_result(self._score(f.result(), job_dir))
+            except BaseException as exc:  # noqa: BLE001 - surfaced by outer.result()
+                outer.set_exception(exc)
+
+        inner.add_done_callback(done)
+        return outer
+
+    def evaluate(self, source: str, class_name: str, candidate_id: int) -> EvalResult:
+        """Evaluate one network's source in a sandboxed child (blocking)."""
+        return self.submit(source, class_name, candidate_id).result()
+
+    def _score(self, outcome: Any, job_dir: Path) -> EvalResult:
         result = outcome_to_result(
             outcome, job_dir=job_dir, val_labels=self.val_labels,
             num_classes=self.num_classes, fitness=self.cfg.fitness,
@@ -361,55 +378,39 @@ class Search:
     def run_generation(self, state: SearchState, generation: int, progress: Any = None) -> None:
         """Plan, generate, extract, evaluate and tell one generation."""
         plans = self.plan(state, generation)
-        t0 = time.perf_counter()
-        try:
-            completions = self.generator.generate([p.request for p in plans])
-        except Exception as exc:  # noqa: BLE001 - an outage fails candidates, not the run
-            log.warning("generator failed for generation %d: %s", generation, exc)
-            completions = [Completion(text="", error=f"{type(exc).__name__}: {exc}")] * len(plans)
-        if len(completions) != len(plans):
-            raise RuntimeError(
-                f"{self.generator.name} returned {len(completions)} completions for "
-                f"{len(plans)} prompts"
-            )
-        gen_seconds = time.perf_counter() - t0
-
-        # Extract (string work only) and write every candidate's source file.
+        chunk = int(self.cfg.sandbox.get("overlap_chunk", 0) or 0) or len(plans)
         jobs: list[tuple[Plan, Completion, Any]] = []
-        for plan, completion in zip(plans, completions, strict=True):
-            _account(state.llm_totals, completion)
-            if not completion.ok:
-                jobs.append((plan, completion, None))
-                continue
-            jobs.append((plan, completion, extract_network(completion.text)))
-
-        def work(item: tuple[Plan, Completion, Any]) -> EvalResult:
-            plan, completion, ext = item
-            if ext is None:
-                return EvalResult(Status.LLM_ERROR, error=completion.error)
-            if ext.status is not None:
-                return EvalResult(ext.status, error=ext.error)
-            forbidden = self.check_policy(ext.source)
-            if forbidden is not None:
-                return forbidden
-            result = self.evaluate(ext.source, ext.class_name, plan.candidate_id)
-            if progress is not None:
-                progress.advance()
-            return result
-
-        for plan, completion, ext in jobs:
-            text = ext.source if (ext is not None and ext.source) else completion.text
-            self._source_path(plan.candidate_id, generation).write_text(text or "")
-        with ThreadPoolExecutor(max_workers=int(self.cfg.sandbox.workers)) as pool:
-            results = list(pool.map(work, jobs))
-
+        futures: list[Future] = []
+        gen_seconds = 0.0
+        # Generate chunk by chunk and start evaluating each chunk at once, so training
+        # overlaps with the LLM writing the rest of the generation.
+        for start in range(0, len(plans), chunk):
+            part = plans[start : start + chunk]
+            t0 = time.perf_counter()
+            try:
+                completions = self.generator.generate([p.request for p in part])
+            except Exception as exc:  # noqa: BLE001 - an outage fails candidates, not the run
+                log.warning("generator failed for generation %d: %s", generation, exc)
+                completions = [Completion(text="", error=f"{type(exc).__name__}: {exc}")
+                               for _ in part]
+            gen_seconds += time.perf_counter() - t0
+            if len(completions) != len(part):
+                raise RuntimeError(
+                    f"{self.generator.name} returned {len(completions)} completions for "
+                    f"{len(part)} prompts"
+                )
+            for plan, completion in zip(part, completions, strict=True):
+                _account(state.llm_totals, completion)
+                ext = extract_network(completion.text) if completion.ok else None
+                text = ext.source if (ext is not None and ext.source) else completion.text
+                self._source_path(plan.candidate_id, generation).write_text(text or "")
+                jobs.append((plan, completion, ext))
+                futures.append(self._start(plan, completion, ext, progress))
+        results = [f.result() for f in futures]
         # Tell, in candidate order.
         records = []
         per_candidate_gen = gen_seconds / max(1, len(plans))
         for (plan, completion, ext), result in zip(jobs, results, strict=True):
-            if ext is None or ext.status is not None:
-                if progress is not None:
-                    progress.advance()
             source = ext.source if ext is not None and ext.source else None
             record = self.tell(state, plan, result, source, generation)
             # Everything measured in seconds lives in `timings` (ignored when comparing runs).
@@ -422,6 +423,26 @@ class Search:
             record["extraction_notes"] = list(ext.notes) if ext is not None else []
             records.append(record)
         self._append_history(state, records)
+
+    def _start(self, plan: Plan, completion: Completion, ext: Any, progress: Any) -> Future:
+        """A future of the candidate's result: failures before the sandbox resolve at once."""
+        early = None
+        if ext is None:
+            early = EvalResult(Status.LLM_ERROR, error=completion.error)
+        elif ext.status is not None:
+            early = EvalResult(ext.status, error=ext.error)
+        else:
+            early = self.check_policy(ext.source)
+        if early is not None:
+            done: Future = Future()
+            done.set_result(early)
+            if progress is not None:
+                progress.advance()
+            return done
+        future = self.submit(ext.source, ext.class_name, plan.candidate_id)
+        if progress is not None:
+            future.add_done_callback(lambda _: progress.advance())
+        return future
 
     def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
              generation: int) -> dict[str, Any]:
@@ -574,9 +595,8 @@ class Search:
         }
 
     def close(self) -> None:
-        """Stop the sandbox server (if this search started it) and release the generator."""
-        if self.owns_sandbox:
-            self.sandbox.close()
+        """Stop the evaluator (and servers it started) and release the generator."""
+        self.evaluator.close()
         self.generator.close()
 
 
@@ -592,6 +612,25 @@ def _account(totals: Counter, completion: Completion) -> None:
         totals["attempts"] += completion.attempts
     if not completion.ok:
         totals["failures"] += 1
+
+
+def _build_evaluator(cfg: DictConfig, sandbox: Sandbox | None) -> Any:
+    """Instantiate ``cfg.evaluator``; a lent sandbox server goes to local / pool evaluators."""
+    from hydra.utils import instantiate
+
+    from llmatic.evaluators import PoolEvaluator
+
+    if cfg.get("evaluator") is None:
+        return PoolEvaluator(workers=int(cfg.sandbox.workers), sandbox=sandbox)
+    spec = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    lend = sandbox is not None and str(spec.get("_target_", "")).endswith(
+        ("PoolEvaluator", "LocalEvaluator"))
+    try:
+        # A live server object cannot travel through the config: pass it as a keyword.
+        return instantiate(spec, _convert_="all", **({"sandbox": sandbox} if lend else {}))
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"evaluator: {cause}") from exc
 
 
 def _clean_job_dir(job_dir: Path) -> None:

@@ -79,7 +79,7 @@ def evaluate(search, code, cid=[0]):  # noqa: B006 - a counter across calls
     started = time.perf_counter()
     result = search.evaluate(code, "Net", cid[0])
     seconds = time.perf_counter() - started
-    server = search.sandbox._proc.pid
+    server = search.evaluator.sandbox._proc.pid
     deadline = time.time() + 3
     while children_of(server) and time.time() < deadline:  # the server reaps within ms
         time.sleep(0.05)

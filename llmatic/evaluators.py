@@ -1,0 +1,226 @@
+"""Where candidates are evaluated (config group ``evaluator``).
+
+Every evaluator keeps METHOD.md §3.10: generated code runs in a fresh child process per
+candidate (forked by a pre-warmed sandbox server), never in a long-lived worker that later
+runs another candidate. They differ in where those children are forked:
+
+* ``local`` — one candidate at a time on this machine;
+* ``pool`` — ``workers`` candidates at once on this machine, dispatched as workers free up;
+  each worker slot is bound to one GPU (``CUDA_VISIBLE_DEVICES``) when there are GPUs,
+  otherwise to a share of the CPU (``sandbox.torch_threads``);
+* ``ray`` — each candidate a Ray task on an actor that holds its own pre-warmed sandbox
+  server (``num_cpus`` / ``num_gpus`` per actor), on an existing Ray cluster
+  (``evaluator.address``) or a local one. Run directories must be on a file system the
+  Ray nodes share (the children read the data arrays from the run directory).
+
+Results are always returned in submission order, so a search is identical whichever
+evaluator ran it.
+"""
+
+from __future__ import annotations
+
+import abc
+import queue
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from llmatic.sandbox import ChildOutcome, Sandbox
+
+
+class Evaluator(abc.ABC):
+    """Runs sandboxed jobs; ``submit`` returns a future of the child's outcome."""
+
+    @abc.abstractmethod
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+        """Prepare (start servers); may return before they are ready."""
+
+    @abc.abstractmethod
+    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
+        """Run one job in a fresh child; the future holds a :class:`ChildOutcome`."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Stop servers and workers."""
+
+
+def _visible_gpus() -> list[str]:
+    import os
+
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() != ""]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no CUDA: CPU only
+        return []
+
+
+class PoolEvaluator(Evaluator):
+    """``workers`` children at once from one pre-warmed server on this machine.
+
+    Args:
+        workers: Candidates evaluated at once.
+        gpus: ``auto`` (bind each worker slot to one visible GPU, round robin), ``none``
+            (CPU only), or a list of GPU ids.
+        sandbox: An already started sandbox server to use (it is not closed here).
+    """
+
+    def __init__(self, *, workers: int = 2, gpus: Any = "auto",
+                 sandbox: Sandbox | None = None) -> None:
+        if int(workers) < 1:
+            raise ValueError(f"evaluator.workers must be >= 1, got {workers}")
+        self.workers = int(workers)
+        self.gpus_option = gpus
+        self.sandbox = sandbox
+        self.owns_sandbox = sandbox is None
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots: queue.Queue = queue.Queue()
+
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+        """Start the sandbox server (in the background) and the dispatch threads."""
+        if self.sandbox is None:
+            self.sandbox = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
+                                   torch_threads=torch_threads)
+        self.sandbox.start()
+        if self.gpus_option == "auto":
+            gpus = _visible_gpus()
+        elif self.gpus_option in (None, "none", False):
+            gpus = []
+        else:
+            gpus = [str(g) for g in self.gpus_option]
+        for slot in range(self.workers):
+            self._slots.put(gpus[slot % len(gpus)] if gpus else None)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers,
+                                        thread_name_prefix="llmatic-eval")
+
+    def _run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        gpu = self._slots.get()
+        try:
+            return self.sandbox.run(job, job_dir, cuda_devices=gpu)
+        finally:
+            self._slots.put(gpu)
+
+    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
+        """Queue one job; it starts as soon as a worker slot is free."""
+        assert self._pool is not None, "start() first"
+        return self._pool.submit(self._run, job, job_dir)
+
+    def close(self) -> None:
+        """Wait for running jobs, then stop the server if this evaluator started it."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.owns_sandbox and self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
+
+
+class LocalEvaluator(PoolEvaluator):
+    """One candidate at a time on this machine."""
+
+    def __init__(self, *, gpus: Any = "auto", sandbox: Sandbox | None = None) -> None:
+        super().__init__(workers=1, gpus=gpus, sandbox=sandbox)
+
+
+class _SandboxActor:
+    """A Ray actor holding one pre-warmed sandbox server; runs one child per call."""
+
+    def __init__(self, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+        self.sandbox = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
+                               torch_threads=torch_threads)
+        self.sandbox.start()
+
+    def run(self, job: dict[str, Any], job_dir: str) -> ChildOutcome:
+        import os
+
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # what Ray gave this actor
+        try:
+            directory = Path(job_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:  # the driver's directory is not shared with this node
+            directory = Path(tempfile.mkdtemp(prefix="llmatic-job-"))
+        return self.sandbox.run(job, directory, cuda_devices=gpus)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+class RayEvaluator(Evaluator):
+    """Each candidate a Ray task on one of ``workers`` sandbox actors.
+
+    Args:
+        address: A Ray cluster address (``auto``, ``ray://host:10001``); None starts a local
+            Ray instance.
+        workers: Number of actors (candidates at once).
+        num_cpus: CPUs reserved per actor.
+        num_gpus: GPUs reserved per actor (Ray sets the actor's ``CUDA_VISIBLE_DEVICES``).
+    """
+
+    def __init__(self, *, address: str | None = None, workers: int = 2, num_cpus: float = 1,
+                 num_gpus: float = 0) -> None:
+        if int(workers) < 1:
+            raise ValueError(f"evaluator.workers must be >= 1, got {workers}")
+        self.address = address
+        self.workers = int(workers)
+        self.num_cpus = float(num_cpus)
+        self.num_gpus = float(num_gpus)
+        self._actors: queue.Queue = queue.Queue()
+        self._all: list[Any] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._started_ray = False
+
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+        """Connect to (or start) Ray and create the actors."""
+        try:
+            import ray
+        except ImportError as exc:
+            raise ValueError("evaluator=ray needs the ray package: pip install 'ray>=2.9'") from exc
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "ignore_reinit_error": True}
+            if self.address:
+                kwargs["address"] = self.address
+            ray.init(**kwargs)
+            self._started_ray = True
+        actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_SandboxActor)
+        for _ in range(self.workers):
+            actor = actor_cls.remote(timeout_s, memory_mb, torch_threads)
+            self._all.append(actor)
+            self._actors.put(actor)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers,
+                                        thread_name_prefix="llmatic-ray")
+
+    def _run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        import ray
+
+        actor = self._actors.get()
+        try:
+            return ray.get(actor.run.remote(job, str(job_dir)))
+        finally:
+            self._actors.put(actor)
+
+    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
+        """Queue one job on the next free actor."""
+        assert self._pool is not None, "start() first"
+        return self._pool.submit(self._run, job, job_dir)
+
+    def close(self) -> None:
+        """Stop the actors (and the local Ray instance this evaluator started)."""
+        import ray
+
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for actor in self._all:
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+        self._all.clear()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
