@@ -118,3 +118,35 @@ def test_refuses_to_overwrite_an_existing_run(smoke_run, shared_sandbox):
     with pytest.raises(ConfigError, match="resume="):
         run_search(cfg, run_dir, show_progress=False,
                 sandbox=shared_sandbox)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from llmatic import search as search_module
+    from llmatic.errors import RunDirectoryError
+    from llmatic.search import load_checkpoint, save_checkpoint
+
+    state_path = tmp_path / "checkpoints" / "latest.pkl"
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(generation=1)  # any picklable object stands in for the state
+    save_checkpoint(tmp_path, state)
+    before = state_path.read_bytes()
+
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".tmp"):
+            fh = real_open(path, mode, *args, **kwargs)
+            fh.write = lambda data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left"))
+            return fh
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "open", full_disk_open, raising=False)
+    state.generation = 2
+    with pytest.raises(RunDirectoryError, match="previous checkpoint .* is intact"):
+        save_checkpoint(tmp_path, state)
+    assert state_path.read_bytes() == before
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    assert load_checkpoint(tmp_path).generation == 1
