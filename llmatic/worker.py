@@ -289,7 +289,19 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         trainer_cfg = {"_target_": "lightning.Trainer", **job["trainer"]}
         trainer = instantiate(trainer_cfg, max_epochs=int(job["epochs"]),
                               default_root_dir=str(workdir))
-        loader = batch_loader(train_set, int(job["batch_size"]), shuffle=True, seed=seed)
+        if str(job["trainer"].get("accelerator")) in ("gpu", "cuda") and train_set.x.ndim == 4:
+            # GPU-resident data: uint8 images on the device, normalised per batch there.
+            from llmatic.device_data import DeviceBatches
+
+            loader = DeviceBatches(
+                train_set.x, train_set.y, batch_size=int(job["batch_size"]),
+                scale=train_set.scale, mean=train_set.mean.flatten().tolist(),
+                std=train_set.std.flatten().tolist(), device=trainer.strategy.root_device,
+                shuffle=True, seed=seed, crop_pad=int(job.get("crop_pad", 0)),
+                flip=bool(job.get("flip", False)),
+                rank=trainer.global_rank, world_size=trainer.world_size)
+        else:
+            loader = batch_loader(train_set, int(job["batch_size"]), shuffle=True, seed=seed)
         net.train()
         try:
             trainer.fit(module, train_dataloaders=loader)
