@@ -24,6 +24,7 @@ test: install
 # Benchmarks (never part of `make test`): ratios measured side by side in one run.
 bench: install
 	$(BIN)/python benchmarks/bench_llm.py --out benchmarks/results/llm.json
+	$(BIN)/python benchmarks/bench.py --out benchmarks/results/bench.json
 
 lint: install
 	$(BIN)/ruff check llmatic tests
