@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llmatic.types import EvalResult
+from llmatic.types import EvalResult, Status
 
 
 def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -35,6 +35,15 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
     if ext.status is not None:
         result = EvalResult(ext.status, error=ext.error)
         return {**result.to_dict(), "class_name": None, "file": str(path)}
+    if cfg.sandbox.get("static_policy", True):  # rejected code costs no sandbox start-up
+        from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, check_source
+
+        allowed = cfg.sandbox.get("allowed_imports") or DEFAULT_ALLOWED_IMPORTS
+        violations = check_source(ext.source, allowed)
+        if violations:
+            more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+            result = EvalResult(Status.FORBIDDEN, error=f"{violations[0]}{more}")
+            return {**result.to_dict(), "class_name": ext.class_name, "file": str(path)}
     with tempfile.TemporaryDirectory(prefix="llmatic-eval-") as tmp:
         # The same code path as a search candidate, without an LLM.
         cfg.llm = {"_target_": "llmatic.llm.base.NullGenerator"}

@@ -65,3 +65,19 @@ def test_missing_file_and_bad_override_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(path),
                            "operators.p_mutation=7"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "operators.p_mutation" in proc.stderr
+
+
+def test_forbidden_code_is_rejected_before_anything_runs(tmp_path):
+    import time
+
+    target = tmp_path / "precious.txt"
+    target.write_text("intact")
+    path = tmp_path / "hostile.py"
+    path.write_text(f"import os\nimport torch.nn as nn\nos.remove({str(target)!r})\n"
+                    "class Net(nn.Module):\n    def forward(self, x):\n        return x\n")
+    started = time.perf_counter()
+    proc, out = _evaluate(path)
+    assert proc.returncode == 0
+    assert out["status"] == "forbidden" and "line 1" in out["error"]
+    assert time.perf_counter() - started < 30  # no sandbox start-up for rejected code
+    assert target.read_text() == "intact"
