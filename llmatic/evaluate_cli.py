@@ -36,13 +36,12 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
         result = EvalResult(ext.status, error=ext.error)
         return {**result.to_dict(), "class_name": None, "file": str(path)}
     if cfg.sandbox.get("static_policy", True):  # rejected code costs no sandbox start-up
-        from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, check_source
+        from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, policy_error
 
-        allowed = cfg.sandbox.get("allowed_imports") or DEFAULT_ALLOWED_IMPORTS
-        violations = check_source(ext.source, allowed)
-        if violations:
-            more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
-            result = EvalResult(Status.FORBIDDEN, error=f"{violations[0]}{more}")
+        error = policy_error(ext.source,
+                             cfg.sandbox.get("allowed_imports") or DEFAULT_ALLOWED_IMPORTS)
+        if error is not None:
+            result = EvalResult(Status.FORBIDDEN, error=error)
             return {**result.to_dict(), "class_name": ext.class_name, "file": str(path)}
     with tempfile.TemporaryDirectory(prefix="llmatic-eval-") as tmp:
         # The same code path as a search candidate, without an LLM.
@@ -51,8 +50,7 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
 
         search = Search(cfg, Path(tmp))
         try:
-            result = search.check_policy(ext.source) or search.evaluate(
-                ext.source, ext.class_name, candidate_id=0)
+            result = search.evaluate(ext.source, ext.class_name, candidate_id=0)
         finally:
             search.close()
     return {**result.to_dict(), "class_name": ext.class_name, "file": str(path),

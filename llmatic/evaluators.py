@@ -44,6 +44,40 @@ class Evaluator(abc.ABC):
         """Stop servers and workers."""
 
 
+class _DispatchingEvaluator(Evaluator):
+    """Dispatch threads that check out a resource (a GPU slot, an actor) per job."""
+
+    def __init__(self) -> None:
+        self._free: queue.Queue = queue.Queue()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _open(self, resources: list[Any], name: str) -> None:
+        for resource in resources:
+            self._free.put(resource)
+        self._pool = ThreadPoolExecutor(max_workers=len(resources), thread_name_prefix=name)
+
+    @abc.abstractmethod
+    def _run_on(self, resource: Any, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        """Run one job with a checked-out resource."""
+
+    def _run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        resource = self._free.get()
+        try:
+            return self._run_on(resource, job, job_dir)
+        finally:
+            self._free.put(resource)
+
+    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
+        """Queue one job; it starts as soon as a resource is free."""
+        assert self._pool is not None, "start() first"
+        return self._pool.submit(self._run, job, job_dir)
+
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 def _visible_gpus() -> list[str]:
     import os
 
@@ -58,7 +92,7 @@ def _visible_gpus() -> list[str]:
         return []
 
 
-class PoolEvaluator(Evaluator):
+class PoolEvaluator(_DispatchingEvaluator):
     """``workers`` children at once from one pre-warmed server on this machine.
 
     Args:
@@ -72,12 +106,11 @@ class PoolEvaluator(Evaluator):
                  sandbox: Sandbox | None = None) -> None:
         if int(workers) < 1:
             raise ValueError(f"evaluator.workers must be >= 1, got {workers}")
+        super().__init__()
         self.workers = int(workers)
         self.gpus_option = gpus
         self.sandbox = sandbox
         self.owns_sandbox = sandbox is None
-        self._pool: ThreadPoolExecutor | None = None
-        self._slots: queue.Queue = queue.Queue()
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
         """Start the sandbox server (in the background) and the dispatch threads."""
@@ -91,28 +124,16 @@ class PoolEvaluator(Evaluator):
             gpus = []
         else:
             gpus = [str(g) for g in self.gpus_option]
-        for slot in range(self.workers):
-            self._slots.put(gpus[slot % len(gpus)] if gpus else None)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers,
-                                        thread_name_prefix="llmatic-eval")
+        # One slot per worker: its GPU (round robin) or None for a CPU share.
+        self._open([gpus[i % len(gpus)] if gpus else None for i in range(self.workers)],
+                   "llmatic-eval")
 
-    def _run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
-        gpu = self._slots.get()
-        try:
-            return self.sandbox.run(job, job_dir, cuda_devices=gpu)
-        finally:
-            self._slots.put(gpu)
-
-    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
-        """Queue one job; it starts as soon as a worker slot is free."""
-        assert self._pool is not None, "start() first"
-        return self._pool.submit(self._run, job, job_dir)
+    def _run_on(self, gpu: str | None, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+        return self.sandbox.run(job, job_dir, cuda_devices=gpu)
 
     def close(self) -> None:
         """Wait for running jobs, then stop the server if this evaluator started it."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._shutdown_pool()
         if self.owns_sandbox and self.sandbox is not None:
             self.sandbox.close()
             self.sandbox = None
@@ -148,7 +169,7 @@ class _SandboxActor:
         self.sandbox.close()
 
 
-class RayEvaluator(Evaluator):
+class RayEvaluator(_DispatchingEvaluator):
     """Each candidate a Ray task on one of ``workers`` sandbox actors.
 
     Args:
@@ -163,13 +184,12 @@ class RayEvaluator(Evaluator):
                  num_gpus: float = 0) -> None:
         if int(workers) < 1:
             raise ValueError(f"evaluator.workers must be >= 1, got {workers}")
+        super().__init__()
         self.address = address
         self.workers = int(workers)
         self.num_cpus = float(num_cpus)
         self.num_gpus = float(num_gpus)
-        self._actors: queue.Queue = queue.Queue()
         self._all: list[Any] = []
-        self._pool: ThreadPoolExecutor | None = None
         self._started_ray = False
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
@@ -186,34 +206,20 @@ class RayEvaluator(Evaluator):
             ray.init(**kwargs)
             self._started_ray = True
         actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_SandboxActor)
-        for _ in range(self.workers):
-            actor = actor_cls.remote(timeout_s, memory_mb, torch_threads)
-            self._all.append(actor)
-            self._actors.put(actor)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers,
-                                        thread_name_prefix="llmatic-ray")
+        self._all = [actor_cls.remote(timeout_s, memory_mb, torch_threads)
+                     for _ in range(self.workers)]
+        self._open(list(self._all), "llmatic-ray")
 
-    def _run(self, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
+    def _run_on(self, actor: Any, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
         import ray
 
-        actor = self._actors.get()
-        try:
-            return ray.get(actor.run.remote(job, str(job_dir)))
-        finally:
-            self._actors.put(actor)
-
-    def submit(self, job: dict[str, Any], job_dir: Path) -> Future:
-        """Queue one job on the next free actor."""
-        assert self._pool is not None, "start() first"
-        return self._pool.submit(self._run, job, job_dir)
+        return ray.get(actor.run.remote(job, str(job_dir)))
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance this evaluator started)."""
         import ray
 
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._shutdown_pool()
         for actor in self._all:
             try:
                 ray.get(actor.close.remote(), timeout=30)

@@ -223,3 +223,13 @@ def check_source(source: str, allowed_imports: Iterable[str] = DEFAULT_ALLOWED_I
     checker = _Checker(source.splitlines(), frozenset(allowed_imports))
     checker.visit(tree)
     return sorted(checker.violations, key=lambda v: v.line)
+
+
+def policy_error(source: str, allowed_imports: Iterable[str] = DEFAULT_ALLOWED_IMPORTS
+                 ) -> str | None:
+    """The first violation (and how many more) as one message, or None when allowed."""
+    violations = check_source(source, allowed_imports)
+    if not violations:
+        return None
+    more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+    return f"{violations[0]}{more}"

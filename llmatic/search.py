@@ -38,7 +38,7 @@ from llmatic.config import CONFIG, ConfigError, validate_config
 from llmatic.descriptors import DescriptorSpace
 from llmatic.errors import RunDirectoryError
 from llmatic.extract import extract_network
-from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, check_source
+from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, policy_error
 from llmatic.prompts import PromptBuilder
 from llmatic.sandbox import Sandbox, outcome_to_result
 from llmatic.seed import seed_network
@@ -273,11 +273,8 @@ class Search:
         """A ``forbidden`` result if the static policy rejects ``source`` (nothing runs)."""
         if not self.cfg.sandbox.get("static_policy", True):
             return None
-        violations = check_source(source, self.allowed_imports or DEFAULT_ALLOWED_IMPORTS)
-        if not violations:
-            return None
-        more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
-        return EvalResult(Status.FORBIDDEN, error=f"{violations[0]}{more}")
+        error = policy_error(source, self.allowed_imports or DEFAULT_ALLOWED_IMPORTS)
+        return None if error is None else EvalResult(Status.FORBIDDEN, error=error)
 
     def submit(self, source: str, class_name: str, candidate_id: int) -> Future:
         """Start evaluating one network's source; the future holds its :class:`EvalResult`."""

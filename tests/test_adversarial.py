@@ -215,14 +215,11 @@ def test_patching_module_call_during_training_is_tampering(search):
     hostile(search, code, expect={Status.TAMPERING})
 
 
-def test_scanning_memory_for_labels_earns_no_more_than_chance(search):
-    # The child never holds validation labels: a network that searches the heap for an
-    # int64 array of the validation length and "predicts" it gets nothing out of it.
-    code = NET.replace("        return self.fc(", (
-        "        import gc\n"
-        "        return self.fc("))
-    result = evaluate(search, code)
-    assert result.status is not Status.OK or result.val_accuracy < 0.5
+def test_scanning_memory_for_labels_is_refused(search):
+    # The child never holds validation labels; the heap-walking module itself is refused.
+    code = NET.replace("        return self.fc(", "        import gc\n        return self.fc(")
+    result = hostile(search, code, expect={Status.RUNTIME_ERROR})
+    assert "gc" in result.error
 
 
 def test_honest_network_is_ok(search):

@@ -86,14 +86,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _gloo_available() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_gloo_available()
-
-
 @pytest.mark.slow  # ~30 s per launch on 2 cores: importing torch + Lightning per rank
-@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
 @pytest.mark.parametrize("launch", ["lightning", "external"])
 def test_ddp_two_cpu_ranks_train_in_sync(tmp_path, launch):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",

@@ -40,7 +40,6 @@ def test_overlapping_generation_and_evaluation_matches(local_run, tmp_path, shar
 
 
 def test_ray_matches_local(local_run, tmp_path):
-    pytest.importorskip("ray")
     run_search(compose_config(*ARGS, "evaluator=ray", "evaluator.workers=2",
                               "evaluator.num_cpus=0.5"), tmp_path, show_progress=False)
     assert _result(tmp_path) == local_run
