@@ -1,0 +1,1 @@
+"""NAS-Bench-201: the cell search space, benchmark tables and lookups (issue 7)."""

@@ -1,0 +1,91 @@
+"""The NAS-Bench-201 cell space: operations, edges and the benchmark's arch strings.
+
+A cell is a DAG of 4 nodes; node ``j`` sums ``op(node i)`` over the edges ``i -> j`` with
+``i < j``, so a cell has 6 edges and ``5 ** 6 = 15,625`` variants. The benchmark names a cell
+with an arch string, nodes 1..3 separated by ``+``, each listing its incoming edges as
+``op~source``::
+
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
+
+Here a cell is the tuple of its 6 operations in :data:`EDGES` order (the arch string's order).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+#: The five candidate operations, in the benchmark's order.
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+#: The six edges ``(target, source)`` in arch-string order.
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+
+#: Number of distinct cells.
+NUM_ARCHS = len(OPS) ** len(EDGES)
+
+Arch = tuple[str, ...]
+
+
+class ArchStringError(ValueError):
+    """An arch string that does not name a NAS-Bench-201 cell."""
+
+
+def arch_string(ops: Sequence[str]) -> str:
+    """The benchmark's arch string of a cell given as 6 operations in :data:`EDGES` order."""
+    ops = tuple(ops)
+    if len(ops) != len(EDGES):
+        raise ArchStringError(f"a cell has {len(EDGES)} edges, got {len(ops)} operations")
+    bad = [op for op in ops if op not in OPS]
+    if bad:
+        raise ArchStringError(f"unknown operation(s) {bad}; choose from {list(OPS)}")
+    nodes = []
+    for target in (1, 2, 3):
+        parts = [f"{op}~{src}" for (tgt, src), op in zip(EDGES, ops, strict=True)
+                 if tgt == target]
+        nodes.append("|" + "|".join(parts) + "|")
+    return "+".join(nodes)
+
+
+def parse_arch_string(text: str) -> Arch:
+    """The 6 operations of an arch string (strict: every edge exactly once, known ops)."""
+    text = text.strip()
+    nodes = text.split("+")
+    if len(nodes) != 3:
+        raise ArchStringError(
+            f"{text!r}: expected 3 nodes separated by '+', e.g. "
+            "'|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|'"
+        )
+    found: dict[tuple[int, int], str] = {}
+    for target, node in enumerate(nodes, start=1):
+        if not (node.startswith("|") and node.endswith("|")):
+            raise ArchStringError(f"{text!r}: node {target} must be written as |op~i|...|")
+        for part in node.strip("|").split("|"):
+            op, sep, src = part.partition("~")
+            if not sep or not src.isdigit():
+                raise ArchStringError(f"{text!r}: {part!r} is not 'op~source'")
+            edge = (target, int(src))
+            if edge not in EDGES:
+                raise ArchStringError(f"{text!r}: no edge from node {src} to node {target}")
+            if edge in found:
+                raise ArchStringError(f"{text!r}: edge {src}->{target} appears twice")
+            if op not in OPS:
+                raise ArchStringError(f"{text!r}: unknown operation {op!r}; choose from {list(OPS)}")
+            found[edge] = op
+    missing = [f"{s}->{t}" for t, s in EDGES if (t, s) not in found]
+    if missing:
+        raise ArchStringError(f"{text!r}: missing edge(s) {missing}")
+    return tuple(found[e] for e in EDGES)
+
+
+def all_archs() -> Iterator[Arch]:
+    """Every cell, in a fixed order (the first edge varies slowest)."""
+    return itertools.product(OPS, repeat=len(EDGES))
+
+
+def arch_index(ops: Sequence[str]) -> int:
+    """The position of a cell in :func:`all_archs` (0 .. 15,624)."""
+    index = 0
+    for op in ops:
+        index = index * len(OPS) + OPS.index(op)
+    return index
