@@ -70,7 +70,9 @@ def parse_arch_string(text: str) -> Arch:
             if edge in found:
                 raise ArchStringError(f"{text!r}: edge {src}->{target} appears twice")
             if op not in OPS:
-                raise ArchStringError(f"{text!r}: unknown operation {op!r}; choose from {list(OPS)}")
+                raise ArchStringError(
+                    f"{text!r}: unknown operation {op!r}; choose from {list(OPS)}"
+                )
             found[edge] = op
     missing = [f"{s}->{t}" for t, s in EDGES if (t, s) not in found]
     if missing:
