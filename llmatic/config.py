@@ -17,7 +17,21 @@ from llmatic.prompts import check_templates
 #: The resolved config saved in every run directory (read by ``resume``).
 CONFIG = "config.yaml"
 
-__all__ = ["CONFIG", "ConfigError", "validate_config"]
+__all__ = ["CONFIG", "NB201_SHAPES", "ConfigError", "descriptor_bounds", "validate_config"]
+
+#: NAS-Bench-201 datasets -> (input shape, classes) (what prompts say about the task).
+NB201_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "ImageNet16-120": ((3, 16, 16), 120),
+}
+
+
+def descriptor_bounds(cfg: DictConfig) -> dict:
+    """Descriptor bounds: ``descriptors.bounds`` when the group has them, else the dataset's."""
+    own = cfg.descriptors.get("bounds")
+    source = own if own is not None else cfg.dataset.descriptor_bounds
+    return OmegaConf.to_container(source, resolve=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -73,8 +87,7 @@ def validate_config(cfg: DictConfig) -> None:
     need(cfg.archive.kind in ("cvt", "grid"), "archive.kind",
          f"must be cvt or grid, got {cfg.archive.kind!r}")
     try:
-        DescriptorSpace(names=list(cfg.descriptors.names),
-                        bounds=OmegaConf.to_container(cfg.dataset.descriptor_bounds))
+        DescriptorSpace(names=list(cfg.descriptors.names), bounds=descriptor_bounds(cfg))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sel = cfg.prompt_selection.strategy
@@ -98,6 +111,10 @@ def validate_config(cfg: DictConfig) -> None:
          f"must be completion or chat, got {fmt!r}")
     need(fmt != "chat" or cfg.operators.get("chat") is not None, "operators.chat",
          "llm.prompt_format=chat needs operators.chat templates (system, mutation, crossover)")
+    space = cfg.get("space", "network")
+    need(space in ("network", "nb201"), "space", f"must be network or nb201, got {space!r}")
+    if space == "nb201":
+        _validate_nb201(cfg)
     ab = cfg.get("ablation")
     need(ab is not None, "ablation", "missing: choose e.g. ablation=llmatic")
     if ab.get("p_mutation") is not None:
@@ -106,6 +123,49 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("network_archive", "prompt_archive", "random_generation"):
         need(isinstance(ab.get(key), bool), f"ablation.{key}",
              f"must be true or false, got {ab.get(key)!r}")
+
+
+def _validate_nb201(cfg: DictConfig) -> None:
+    """space=nb201: the table, dataset, seed cell and baselines (before anything loads)."""
+    nb = cfg.get("nb201")
+    if nb is None:
+        raise ConfigError("space=nb201 needs the nb201 settings: use experiment=paper_nb201")
+    if nb.get("table") is None:
+        raise ConfigError(
+            "nb201.table is required: the path of a benchmark table. Make one with "
+            "`llmatic-nb201 export /path/to/NATS-tss-v1_0-3ffb9-simple --out nb201.csv` from "
+            "the official file (https://github.com/D-X-Y/NATS-Bench), or a SYNTHETIC one to "
+            "try things out with `llmatic-nb201 synthetic --out nb201_synthetic.csv`"
+        )
+    table = Path(str(nb.table)).expanduser()
+    if not table.exists():
+        raise ConfigError(
+            f"nb201.table={nb.table} does not exist. Make it with `llmatic-nb201 export "
+            "/path/to/NATS-tss-v1_0-3ffb9-simple --out nb201.csv` from the official NATS-Bench "
+            "file (https://github.com/D-X-Y/NATS-Bench), or a SYNTHETIC one with "
+            "`llmatic-nb201 synthetic --out nb201_synthetic.csv`"
+        )
+    if str(nb.get("dataset")) not in NB201_SHAPES:
+        raise ConfigError(f"nb201.dataset must be one of {list(NB201_SHAPES)}, "
+                          f"got {nb.get('dataset')!r}")
+    if cfg.fitness != "accuracy":
+        raise ConfigError("fitness: space=nb201 supports only accuracy (the benchmark's "
+                          "validation accuracy); remove fitness=loss")
+    from llmatic.nb201.arch import ArchStringError, parse_arch_string
+
+    try:
+        parse_arch_string(str(nb.get("seed_cell")))
+    except ArchStringError as exc:
+        raise ConfigError(f"nb201.seed_cell: {exc}") from exc
+    baselines = list(nb.get("baselines") or [])
+    unknown = [b for b in baselines if b not in ("random", "rea")]
+    if unknown:
+        raise ConfigError(f"nb201.baselines: unknown {unknown}; choose from random, rea")
+    if "rea" in baselines:
+        pop, sample = nb.rea.get("population"), nb.rea.get("sample_size")
+        if not (isinstance(pop, int) and isinstance(sample, int) and 1 <= sample <= pop):
+            raise ConfigError(f"nb201.rea: need integers 1 <= sample_size <= population, got "
+                              f"population={pop}, sample_size={sample}")
 
 
 def preflight(cfg: DictConfig) -> None:

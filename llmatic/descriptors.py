@@ -26,6 +26,9 @@ DESCRIPTORS: dict[str, Callable[[EvalResult], float | None]] = {
     "log10_params": lambda r: _log10(r.params),
     "depth": lambda r: None if r.depth is None else float(r.depth),
     "width": lambda r: None if r.width is None else float(r.width),
+    # NAS-Bench-201 cells (space=nb201): how many edges hold each kind of operation.
+    **{name: (lambda r, n=name: r.features.get(n))
+       for name in ("conv_ops", "conv3x3_ops", "skip_ops", "pool_ops", "none_ops")},
 }
 
 

@@ -750,7 +750,8 @@ def _try_cvt_heatmap(ax: Any, archive: Any, run: Run, names: Sequence[str]) -> b
     ax.figure.colorbar(filled, ax=ax, label=_fitness_label(run))
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
-    bounds = _get(run.config, "dataset.descriptor_bounds", {}) or {}
+    bounds = (_get(run.config, "descriptors.bounds", None)
+              or _get(run.config, "dataset.descriptor_bounds", {}) or {})
     for axis, name in zip((ax.xaxis, ax.yaxis), names, strict=True):
         axis.set_major_formatter(_raw_formatter(bounds.get(name)))
     ax.set_xlabel(name_with_note(names[0], bounds))

@@ -37,6 +37,12 @@ def final_evaluation(run_dir: str | Path, *, top_k: int = 5, epochs: int | None 
     cfg = OmegaConf.load(run_dir / CONFIG)
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    if cfg.get("space", "network") == "nb201":
+        raise ConfigError(
+            f"{run_dir} is a NAS-Bench-201 search: its cells are not retrained, their test "
+            f"accuracies are looked up in the benchmark ({run_dir / 'nb201.json'}); for the "
+            "Table-1 comparison run `llmatic-nb201 report` on the run or sweep directory"
+        )
     cfg.llm = {"_target_": "llmatic.llm.base.NullGenerator"}  # no generation here
     epochs = int(epochs if epochs is not None else cfg.budget.epochs)
     cfg.budget.epochs = epochs

@@ -28,16 +28,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from llmatic.archives import ElitistPopulation, NetworkArchive, PromptArchive
-from llmatic.config import CONFIG, ConfigError, validate_config
+from llmatic.config import CONFIG, NB201_SHAPES, ConfigError, descriptor_bounds, validate_config
 from llmatic.descriptors import DescriptorSpace
 from llmatic.errors import RunDirectoryError
-from llmatic.extract import extract_network
+from llmatic.extract import Extraction, extract_network
 from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, policy_error
 from llmatic.prompts import PromptBuilder
 from llmatic.sandbox import Sandbox, outcome_to_result
@@ -163,19 +164,48 @@ class Search:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, *, console: Any = None,
                  sandbox: Sandbox | None = None) -> None:
-        from hydra.utils import instantiate
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.console = console
+        self.space = str(cfg.get("space", "network"))
+        self.instructions = list(cfg.operators.mutation_instructions)
+        self.descriptors = DescriptorSpace(names=list(cfg.descriptors.names),
+                                           bounds=descriptor_bounds(cfg))
+        if self.space == "nb201":
+            self._init_nb201()
+        else:
+            self._init_network(sandbox)
+        self.generator = _build_generator(cfg)
+        ops = cfg.operators
+        chat = ops.get("chat")
+        self.prompts = PromptBuilder(
+            prompt_format=cfg.llm.get("prompt_format", "completion"),
+            mutation_template=ops.mutation_template,
+            crossover_template=ops.crossover_template,
+            chat={} if chat is None else OmegaConf.to_container(chat),
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            show_parent_stats=bool(ops.get("show_parent_stats", False)),
+            parent_stats_template=ops.get("parent_stats", ""),
+        )
+        self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        allowed = cfg.sandbox.get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
+        self.allowed_imports = None if allowed is None else list(allowed)
+        self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
+        # Read once (tell runs per candidate; OmegaConf lookups are slow).
+        self._compare_to = str(cfg.temperature.get("compare_to", "best"))
+        self._prompt_archive_on = bool(cfg.ablation.prompt_archive)
+        self._curiosity = {k: float(v) for k, v in cfg.curiosity.items()}
+
+    def _init_network(self, sandbox: Sandbox | None) -> None:
+        """space=network: sandbox server(s), the dataset and the paper's seed network."""
+        from hydra.utils import instantiate
+
+        cfg = self.cfg
         ds = cfg.dataset
         self.input_shape = tuple(int(v) for v in ds.input_shape)
         self.num_classes = int(ds.num_classes)
-        self.instructions = list(cfg.operators.mutation_instructions)
-        self.descriptors = DescriptorSpace(
-            names=list(cfg.descriptors.names),
-            bounds=OmegaConf.to_container(ds.descriptor_bounds),
-        )
         self.evaluator = _build_evaluator(cfg, sandbox)
         # Starts the sandbox server(s), which import torch + Lightning while we load the rest.
         self.evaluator.start(
@@ -192,24 +222,30 @@ class Search:
         self.datamodule.setup()
         self.val_labels = self.datamodule.splits["y_val"]
         self.data_dir = self.datamodule.write_child_arrays(self.run_dir / "data")
-        self.generator = _build_generator(cfg)
-        ops = cfg.operators
-        chat = ops.get("chat")
-        self.prompts = PromptBuilder(
-            prompt_format=cfg.llm.get("prompt_format", "completion"),
-            mutation_template=ops.mutation_template,
-            crossover_template=ops.crossover_template,
-            chat={} if chat is None else OmegaConf.to_container(chat),
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-            show_parent_stats=bool(ops.get("show_parent_stats", False)),
-            parent_stats_template=ops.get("parent_stats", ""),
-        )
         self.seed_source = seed_network(self.input_shape, self.num_classes)
-        self.trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-        allowed = cfg.sandbox.get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
-        self.allowed_imports = None if allowed is None else list(allowed)
-        self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
+        self.seed_class = "Net"
+
+    def _init_nb201(self) -> None:
+        """space=nb201: the benchmark table (no sandbox: cells are read, never run)."""
+        from llmatic.nb201.arch import parse_arch_string
+        from llmatic.nb201.cells import render_cell
+        from llmatic.nb201.evaluator import TableEvaluator
+        from llmatic.nb201.table import TableError, load_table
+
+        nb = self.cfg.nb201
+        self.input_shape, self.num_classes = NB201_SHAPES[str(nb.dataset)]
+        try:
+            self.lookup = TableEvaluator(load_table(str(nb.table), str(nb.dataset)))
+        except TableError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.evaluator = None
+        self.sandbox = None
+        self.val_labels = None
+        self.data_dir = None
+        self.seed_source = render_cell(parse_arch_string(str(nb.seed_cell)))
+        self.seed_class = "Cell"
+        #: Canonical cell source -> its arch string (filled as cells are read).
+        self.arch_of: dict[str, str] = {}
 
     # -- helpers ----------------------------------------------------------------------
     def new_state(self) -> SearchState:
@@ -269,8 +305,24 @@ class Search:
             "allowed_imports": self.allowed_imports,
         }
 
+    def extract(self, text: str) -> Extraction:
+        """The candidate in a completion: a network class, or a cell for space=nb201."""
+        if self.space != "nb201":
+            return extract_network(text)
+        from llmatic.nb201.arch import arch_string
+        from llmatic.nb201.cells import read_cell
+
+        ops, source, error = read_cell(text)
+        if ops is None:
+            return Extraction(source=source, class_name=None, status=Status.INVALID_CELL,
+                              error=error)
+        self.arch_of[source] = arch_string(ops)
+        return Extraction(source=source, class_name="Cell", status=None, error=None)
+
     def check_policy(self, source: str) -> EvalResult | None:
         """A ``forbidden`` result if the static policy rejects ``source`` (nothing runs)."""
+        if self.space == "nb201":  # cells are read from the syntax tree, never executed
+            return None
         if not self.cfg.sandbox.get("static_policy", True):
             return None
         error = policy_error(source, self.allowed_imports or DEFAULT_ALLOWED_IMPORTS)
@@ -278,6 +330,8 @@ class Search:
 
     def submit(self, source: str, class_name: str, candidate_id: int) -> Future:
         """Start evaluating one network's source; the future holds its :class:`EvalResult`."""
+        if self.space == "nb201":
+            return self._lookup(source)
         job_dir = self.run_dir / "jobs" / f"{candidate_id:06d}"
         inner = self.evaluator.submit(self._job(source, class_name, candidate_id), job_dir)
         outer: Future = Future()
@@ -290,6 +344,19 @@ class Search:
 
         inner.add_done_callback(done)
         return outer
+
+    def _lookup(self, source: str) -> Future:
+        from llmatic.nb201.arch import parse_arch_string
+        from llmatic.nb201.cells import parse_cell
+
+        started = time.perf_counter()
+        arch = self.arch_of.get(source)
+        ops = parse_arch_string(arch) if arch is not None else parse_cell(source)
+        result = self.lookup.evaluate(ops)
+        result.timings["lookup"] = round(time.perf_counter() - started, 6)
+        done: Future = Future()
+        done.set_result(result)
+        return done
 
     def evaluate(self, source: str, class_name: str, candidate_id: int) -> EvalResult:
         """Evaluate one network's source in a sandboxed child (blocking)."""
@@ -312,10 +379,15 @@ class Search:
     def plan(self, state: SearchState, generation: int) -> list[Plan]:
         """Choose operator, parents, instruction and temperature for each candidate."""
         cfg = self.cfg
-        ablation = cfg.ablation
+        # Plain values, read once: OmegaConf lookups cost more than a whole nb201 lookup.
+        ablation = SimpleNamespace(**OmegaConf.to_container(cfg.ablation, resolve=True))
+        selection = SimpleNamespace(**OmegaConf.to_container(cfg.prompt_selection, resolve=True))
         p_mutation = float(cfg.operators.p_mutation if ablation.p_mutation is None
                            else ablation.p_mutation)
         generations = int(cfg.budget.generations)
+        warmup_networks = int(cfg.budget.warmup_networks)
+        warmup_prompts = int(cfg.budget.warmup_prompts)
+        crossover_instruction = str(cfg.operators.crossover_instruction)
         rng = state.rng
         temp = state.temperature
         pool = state.parents
@@ -324,8 +396,8 @@ class Search:
             cid = state.next_candidate_id
             state.next_candidate_id += 1
             warmup = (
-                len(pool) < int(cfg.budget.warmup_networks)
-                and len(state.prompt_archive) < int(cfg.budget.warmup_prompts)
+                len(pool) < warmup_networks
+                and len(state.prompt_archive) < warmup_prompts
             )
             crossover = (
                 not warmup
@@ -337,7 +409,7 @@ class Search:
                 a = pool.sample(rng)
                 b = pool.nearest(a)
                 t = temp.propose(None, generation, generations)
-                plan = Plan(cid, Operator.CROSSOVER, cfg.operators.crossover_instruction, None,
+                plan = Plan(cid, Operator.CROSSOVER, crossover_instruction, None,
                             t, [a, b], warmup)
             else:
                 if ablation.random_generation:
@@ -348,9 +420,9 @@ class Search:
                 if not warmup and ablation.prompt_archive:
                     chosen = state.prompt_archive.select(
                         rng,
-                        strategy=cfg.prompt_selection.strategy,
-                        k=int(cfg.prompt_selection.k),
-                        tau=float(cfg.prompt_selection.softmax_tau),
+                        strategy=selection.strategy,
+                        k=int(selection.k),
+                        tau=float(selection.softmax_tau),
                     )
                 if chosen is None:  # warm-up or no prompt archive: uniform draws
                     iid = int(rng.integers(len(self.instructions)))
@@ -398,9 +470,12 @@ class Search:
                 )
             for plan, completion in zip(part, completions, strict=True):
                 _account(state.llm_totals, completion)
-                ext = extract_network(completion.text) if completion.ok else None
+                ext = self.extract(completion.text) if completion.ok else None
                 text = ext.source if (ext is not None and ext.source) else completion.text
-                self._source_path(plan.candidate_id, generation).write_text(text or "")
+                # A cell is fully described by its arch string in the history; its text is kept
+                # only when it could not be read (to see what the LLM wrote).
+                if self.space != "nb201" or ext is None or not ext.ok:
+                    self._source_path(plan.candidate_id, generation).write_text(text or "")
                 jobs.append((plan, completion, ext))
                 futures.append(self._start(plan, completion, ext, progress))
         results = [f.result() for f in futures]
@@ -410,6 +485,8 @@ class Search:
         for (plan, completion, ext), result in zip(jobs, results, strict=True):
             source = ext.source if ext is not None and ext.source else None
             record = self.tell(state, plan, result, source, generation)
+            if self.space == "nb201" and ext is not None and ext.ok:
+                record["source_file"] = None
             # Everything measured in seconds lives in `timings` (ignored when comparing runs).
             record["timings"] = {"generate": round(per_candidate_gen, 4),
                                  "llm": round(completion.seconds, 4), **result.timings}
@@ -444,7 +521,6 @@ class Search:
     def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
              generation: int) -> dict[str, Any]:
         """Update archives, curiosity and temperature from one result; return its record."""
-        cfg = self.cfg
         state.status_counts[result.status.value] += 1
         added, measures, raw = False, None, None
         if result.status is Status.OK:
@@ -468,7 +544,7 @@ class Search:
                     added = state.population.add(**entry)
         ok = result.status is Status.OK
         # Improvement drives the adaptive temperature.
-        if cfg.temperature.get("compare_to", "best") == "parent":
+        if self._compare_to == "parent":
             reference = max((float(p["objective"]) for p in plan.parents), default=None)
         else:
             reference = state.best_fitness
@@ -481,14 +557,14 @@ class Search:
         next_t = plan.temperature
         if result.status is not Status.LLM_ERROR and plan.operator is not Operator.SEED:
             next_t = state.temperature.update(plan.temperature, improved)
-            if plan.operator is Operator.MUTATION and cfg.ablation.prompt_archive:
-                cur = cfg.curiosity
-                delta = (cur.added if added else cur.not_added) if ok else cur.untrainable
+            if plan.operator is Operator.MUTATION and self._prompt_archive_on:
+                cur = self._curiosity
+                delta = (cur["added"] if added else cur["not_added"]) if ok else cur["untrainable"]
                 state.prompt_archive.credit(plan.instruction_id, plan.temperature, float(delta),
                                             added)
                 if next_t != plan.temperature:
                     state.prompt_archive.offer(plan.instruction_id, next_t)
-        return {
+        record = {
             "candidate_id": plan.candidate_id,
             "generation": generation,
             "operator": plan.operator.value,
@@ -515,6 +591,9 @@ class Search:
             "source_file": str(self._source_path(plan.candidate_id, generation)
                                .relative_to(self.run_dir)),
         }
+        if self.space == "nb201":
+            record["arch"] = self.arch_of.get(source) if source else None
+        return record
 
     def _append_history(self, state: SearchState, records: Sequence[dict[str, Any]]) -> None:
         try:
@@ -537,11 +616,14 @@ class Search:
         state.next_candidate_id += 1
         path = self._source_path(cid, 0)
         path.write_text(self.seed_source)
-        result = self.evaluate(self.seed_source, "Net", cid)
+        if self.space == "nb201":
+            self.extract(self.seed_source)
+        result = self.evaluate(self.seed_source, self.seed_class, cid)
         if result.status is not Status.OK:
             raise RuntimeError(
                 f"the seed network failed to evaluate ({result.status.value}: {result.error}); "
-                "check dataset.input_shape / dataset.num_classes and the trainer config"
+                "check dataset.input_shape / dataset.num_classes and the trainer config "
+                "(space=nb201: nb201.seed_cell and the table)"
             )
         plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
         record = self.tell(state, plan, result, self.seed_source, 0)
@@ -593,7 +675,8 @@ class Search:
 
     def close(self) -> None:
         """Stop the evaluator (and servers it started) and release the generator."""
-        self.evaluator.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
         self.generator.close()
 
 
@@ -703,7 +786,9 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
         "ablation": str(search.cfg.ablation.name),
         "generator": search.generator.name,
         "generator_is_llm": bool(search.generator.is_llm),
-        "dataset": search.cfg.dataset.name,
+        "space": search.space,
+        "dataset": (str(search.cfg.nb201.dataset) if search.space == "nb201"
+                    else search.cfg.dataset.name),
         "seed": int(search.cfg.seed),
         "generations": state.generation,
         "candidates": len(records),
@@ -787,6 +872,10 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
             log.info("resuming %s after generation %d", run_dir, state.generation)
         _loop(search, state, metrics_logger, console, show_progress)
         summary = summarize(search, state)
+        if search.space == "nb201":
+            from llmatic.nb201.results import finish_nb201
+
+            summary["nb201"] = finish_nb201(search, state, console)
         _atomic_write_bytes(run_dir / SUMMARY, json.dumps(summary, indent=2).encode())
         if getattr(metrics_logger, "wants_heatmaps", False):
             summary["heatmaps"] = _render_heatmaps(run_dir)

@@ -28,6 +28,8 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"  # the child died without reporting (signal, os._exit)
     FORBIDDEN = "forbidden"  # the static policy rejected the code (never ran)
     TAMPERING = "tampering"  # the code replaced functions that training or scoring rely on
+    INVALID_CELL = "invalid_cell"  # space=nb201: the text is not one NAS-Bench-201 cell
+    NOT_IN_BENCHMARK = "not_in_benchmark"  # space=nb201: a valid cell the table lacks
 
     @property
     def trainable(self) -> bool:
@@ -103,6 +105,8 @@ class EvalResult:
     width_to_depth: float | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Extra descriptor inputs (space=nb201: counts of each operation in the cell).
+    features: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (``status`` as its string value)."""

@@ -2003,12 +2003,33 @@ class RuleBasedMutator(CodeGenerator):
         parents = tuple(request.parents)
         if not parents:
             raise _NoEdit("the request has no parent network")
+        if "edge_" in parents[0] or "~0|" in parents[0]:
+            cell = self._cell_child(request)
+            if cell is not None:
+                return cell
         kind = classify_instruction(request.instruction, len(parents))
         ctx = _Ctx(self._rng(request), _temperature(request.temperature),
                    self.max_channels, self.max_features, self.max_layers)
         if kind == "crossover":
             return _crossover(parents[0], parents[1], ctx)
         return _mutate(parents[0], kind, ctx)
+
+    def _cell_child(self, request: GenerationRequest) -> str | None:
+        """A NAS-Bench-201 cell child (``space=nb201``); None if the parents are not cells."""
+        from llmatic.nb201.cells import CellError, parse_cell, render_cell
+        from llmatic.nb201.mutate import classify_cell_instruction, crossover_cells, edit_cell
+
+        try:
+            parents = [parse_cell(p) for p in request.parents]
+        except CellError:
+            return None
+        rng = self._rng(request)
+        kind = classify_cell_instruction(request.instruction, len(parents))
+        if kind == "crossover":
+            child = crossover_cells(parents[0], parents[1], rng)
+        else:
+            child = edit_cell(parents[0], kind, _temperature(request.temperature), rng)
+        return render_cell(child)
 
     def _rng(self, request: GenerationRequest) -> np.random.Generator:
         """A generator seeded by the mutator seed, the request seed and the request content."""

@@ -1,0 +1,306 @@
+"""NAS-Bench-201 cells, their edits, the baselines, and the search over a benchmark table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import compose_config
+
+from llmatic.nb201.arch import OPS, all_archs, arch_index, arch_string, parse_arch_string
+from llmatic.nb201.baselines import random_cell, random_search, regularized_evolution
+from llmatic.nb201.cells import parse_cell, read_cell, render_cell
+from llmatic.nb201.mutate import classify_cell_instruction, crossover_cells, edit_cell
+from llmatic.types import Status
+
+SEED_CELL = ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "nor_conv_3x3")
+
+
+# ----------------------------------------------------------------------- arch strings, cells
+def test_arch_strings_round_trip_and_reject_malformed():
+    archs = list(all_archs())
+    assert len(archs) == 15625 == len(set(archs))
+    for ops in archs[::97]:
+        assert parse_arch_string(arch_string(ops)) == ops
+        assert archs[arch_index(ops)] == ops
+    text = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+            "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    assert parse_arch_string(text)[2] == "avg_pool_3x3"
+    for bad in ("|nor_conv_3x3~0|+|none~0|", text.replace("avg_pool_3x3", "sep_conv_5x5"),
+                text.replace("~2|", "~3|"), text.replace("skip_connect~0|", "")):
+        with pytest.raises(ValueError):
+            parse_arch_string(bad)
+
+
+def test_render_and_parse_cell_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ops = random_cell(rng)
+        assert parse_cell(render_cell(ops)) == ops
+
+
+MESSY = [
+    # (what an LLM wrote, the cell it means)
+    ("Sure! Here is the improved cell:\n```python\n"
+     + render_cell(SEED_CELL).replace("self.edge_2_0 = none(C)", "self.edge_2_0 = nn.Identity()")
+     + "```\nThe skip connection helps gradients flow.",
+     ("nor_conv_3x3", "skip_connect", "nor_conv_3x3", "none", "none", "nor_conv_3x3")),
+    (render_cell(SEED_CELL).replace("none(C)", "nn.Conv2d(C, C, kernel_size=1, bias=False)", 1),
+     ("nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3", "none", "none", "nor_conv_3x3")),
+    (render_cell(SEED_CELL).replace("= nor_conv_3x3(C)", '= OPS["avg_pool_3x3"](C, C, 1)', 1)
+     .replace("\n", "\r\n"),
+     ("avg_pool_3x3", "none", "nor_conv_3x3", "none", "none", "nor_conv_3x3")),
+    ("The best cell I know is |nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+     "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2| which works well.",
+     ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2),
+    # an edge the LLM deleted everywhere is `none`
+    (render_cell(SEED_CELL).replace("        self.edge_3_2 = nor_conv_3x3(C)\n", "")
+     .replace(" + self.edge_3_2(x2)", ""),
+     ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "none")),
+    # assigned twice: the last assignment counts, as in Python
+    (render_cell(SEED_CELL).replace("        self.edge_3_2 = nor_conv_3x3(C)\n",
+                                    "        self.edge_3_2 = nor_conv_3x3(C)\n"
+                                    "        self.edge_3_2 = skip_connect(C)\n"),
+     ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "skip_connect")),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MESSY)
+def test_messy_answers_are_read_as_the_cell_they_mean(text, expected):
+    ops, source, error = read_cell(text)
+    assert error is None and ops == expected
+    assert parse_cell(source) == expected  # canonical text for the next prompt
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (render_cell(SEED_CELL).replace("none(C)", "sep_conv_5x5(C)", 1), "sep_conv_5x5"),
+    (render_cell(SEED_CELL).replace("self.edge_3_2 = ", "self.edge_3_3 = "), "edge_3_3"),
+    (render_cell(SEED_CELL).replace("        self.edge_3_2 = nor_conv_3x3(C)\n", ""),
+     "self.edge_3_2 is used but never assigned"),
+    ("I cannot help with that.", "no cell found"),
+    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2| or "
+     "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "2 different arch strings"),
+    ("def f(:\n  pass", "no cell found"),
+])
+def test_unreadable_cells_name_the_problem(text, fragment):
+    ops, _, error = read_cell(text)
+    assert ops is None and fragment in error
+
+
+def test_reading_a_cell_never_runs_it(tmp_path):
+    marker = tmp_path / "pwned"
+    hostile = render_cell(SEED_CELL).replace(
+        "        super().__init__()\n",
+        f"        super().__init__()\n        open({str(marker)!r}, 'w').write('x')\n"
+        "        __import__('os').system('touch ' + " + repr(str(marker)) + ")\n",
+    ) + f"\nopen({str(marker)!r}, 'w').write('x')\n"
+    assert read_cell(hostile)[0] == SEED_CELL
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------- edits
+def test_instructions_map_to_cell_edits():
+    assert classify_cell_instruction("Add convolutional layer to improve the above cell") \
+        == "conv3x3"
+    assert classify_cell_instruction("Add multiple residual connections to improve the above "
+                                     "cell") == "skips"
+    assert classify_cell_instruction("Add residual connection to improve the above cell") \
+        == "skip"
+    assert classify_cell_instruction("Delete a layer to improve the above cell") == "delete"
+    assert classify_cell_instruction("improve the above cell by reducing the size "
+                                     "drastically") == "shrink"
+    assert classify_cell_instruction("improve the above cell") == "improve"
+    assert classify_cell_instruction("anything", n_parents=2) == "crossover"
+
+
+def test_edits_do_what_the_instruction_says_and_always_change_the_cell():
+    rng = np.random.default_rng(1)
+    cost = {"none": 0, "skip_connect": 0, "avg_pool_3x3": 0, "nor_conv_1x1": 1,
+            "nor_conv_3x3": 9}
+    for _ in range(200):
+        parent = random_cell(rng)
+        for kind in ("conv3x3", "conv1x1", "pool", "skip", "skips", "delete", "add", "shrink",
+                     "grow", "improve"):
+            child = edit_cell(parent, kind, float(rng.random()), rng)
+            assert child != parent and all(op in OPS for op in child)
+            if kind == "conv3x3":
+                assert child.count("nor_conv_3x3") > parent.count("nor_conv_3x3") \
+                    or parent.count("nor_conv_3x3") == 6
+            if kind == "delete" and parent.count("none") < 6:
+                assert child.count("none") > parent.count("none")
+            if kind == "shrink" and any(cost[o] for o in parent):
+                assert sum(cost[o] for o in child) < sum(cost[o] for o in parent)
+    a, b = ("none",) * 6, ("nor_conv_3x3",) * 6
+    children = {crossover_cells(a, b, rng) for _ in range(50)}
+    assert all(set(c) <= {"none", "nor_conv_3x3"} for c in children)
+    assert a not in children and b not in children and len(children) > 10
+
+
+def test_rules_mutator_edits_cells():
+    from llmatic.llm.rules import RuleBasedMutator
+    from llmatic.types import GenerationRequest
+
+    parent = render_cell(SEED_CELL)
+    gen = RuleBasedMutator(seed=0)
+    requests = [GenerationRequest(prompt="", temperature=0.5, seed=i, parents=(parent,),
+                                  instruction="Add residual connection to improve the above cell")
+                for i in range(20)]
+    for completion in gen.generate(requests):
+        child = parse_cell(completion.text)
+        assert child.count("skip_connect") >= 1 and child != SEED_CELL
+    other = render_cell(("skip_connect",) * 6)
+    cross = gen.generate([GenerationRequest(prompt="", temperature=0.5, seed=3,
+                                            parents=(parent, other),
+                                            instruction="Combine the above two cells")])[0]
+    assert all(op in (a, b) for op, a, b in zip(parse_cell(cross.text), SEED_CELL,
+                                                 ("skip_connect",) * 6, strict=True))
+
+
+# ----------------------------------------------------------------------------- baselines
+def _score(ops):
+    """A smooth toy landscape: 3x3 convs are best, each edge weighted differently."""
+    w = {"none": 0.0, "skip_connect": 0.2, "avg_pool_3x3": 0.1, "nor_conv_1x1": 0.5,
+         "nor_conv_3x3": 1.0}
+    return sum((i + 1) * w[op] for i, op in enumerate(ops)) / 21.0
+
+
+def test_rea_keeps_its_population_and_beats_random_on_average():
+    rea_best, random_best = [], []
+    for seed in range(10):
+        history = regularized_evolution(_score, 150, np.random.default_rng(seed),
+                                        population=10, sample_size=3)
+        assert len(history) == 150
+        seen = [cell for cell, _ in history]
+        for i in range(10, 150):  # every child is one edge away from an earlier cell
+            assert any(sum(x != y for x, y in zip(seen[i], p, strict=True)) == 1
+                       for p in seen[max(0, i - 10):i])
+        rea_best.append(max(f for _, f in history))
+        random_best.append(max(f for _, f in random_search(_score, 150,
+                                                           np.random.default_rng(seed))))
+    assert np.mean(rea_best) > np.mean(random_best)
+    with pytest.raises(ValueError):
+        regularized_evolution(_score, 10, np.random.default_rng(0), population=3, sample_size=4)
+
+
+# ----------------------------------------------------------------- the search over a table
+@pytest.fixture(scope="module")
+def synthetic_csv(tmp_path_factory):
+    from llmatic.nb201.table import write_synthetic_table
+
+    path = tmp_path_factory.mktemp("nb201") / "nb201_synthetic.csv"
+    write_synthetic_table(path, seed=0)
+    return path
+
+
+def test_nb201_search_finds_top_cells_and_reports_baselines(tmp_path, synthetic_csv):
+    from llmatic.nb201.table import load_table
+    from llmatic.search import read_history, run_search
+
+    cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
+                         "budget.generations=6", "seed=3")
+    started = time.perf_counter()
+    summary = run_search(cfg, tmp_path / "run", show_progress=False)
+    wall = time.perf_counter() - started
+    nb = summary["nb201"]
+    assert nb["budget"] == summary["candidates"] == 1 + 6 * 100
+    assert [m["method"] for m in nb["methods"]] == ["llmatic", "random", "rea"]
+    table = load_table(synthetic_csv, "cifar10")
+    history = read_history(tmp_path / "run")
+    ok = [r for r in history if r["status"] == Status.OK.value]
+    assert len(ok) == len(history)  # the rules mutator always writes a readable cell
+    # Fitness is the table's validation accuracy, and nothing else.
+    for r in ok[::50]:
+        assert r["fitness"] == pytest.approx(table.lookup(r["arch"]).valid_accuracy / 100)
+    llmatic = nb["methods"][0]
+    best = max(ok, key=lambda r: r["fitness"])
+    assert llmatic["arch"] == best["arch"]
+    assert llmatic["test_accuracy"] == pytest.approx(table.lookup(best["arch"]).test_accuracy)
+    assert llmatic["first_500"]["in_top_1_percent"]  # the issue's bar (500 of 15,625)
+    # The search improved on its seed cell by a wide margin.
+    assert best["fitness"] > history[0]["fitness"] + 0.02
+    # The test accuracy never reached the search: no record carries it.
+    assert all("test" not in key for key in history[-1])
+    assert json.loads((tmp_path / "run" / "nb201.json").read_text())["methods"] == nb["methods"]
+    assert nb["candidates_per_second_excluding_llm"] >= 100, nb  # ~400/s on a 2-core laptop
+    assert wall < 60
+
+
+def test_lookup_evaluator_is_fast(synthetic_csv):
+    from llmatic.nb201.evaluator import TableEvaluator
+    from llmatic.nb201.table import load_table
+
+    evaluator = TableEvaluator(load_table(synthetic_csv, "ImageNet16-120"))
+    cells = list(all_archs())[:5000]
+    started = time.perf_counter()
+    results = [evaluator.evaluate(c) for c in cells]
+    rate = len(cells) / (time.perf_counter() - started)
+    assert all(r.status is Status.OK for r in results)
+    assert rate > 10_000, rate
+    assert results[0].val_accuracy < 0.02  # all-none: no path from input to output
+
+
+def test_missing_table_fails_fast_naming_the_key(tmp_path):
+    env = {**os.environ, "LLMATIC_CACHE_DIR": str(tmp_path / "cache")}
+    for extra in ([], [f"nb201.table={tmp_path / 'nope.csv'}"]):
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmatic", "experiment=paper_nb201", *extra,
+             f"hydra.run.dir={tmp_path / 'run'}"],
+            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "nb201.table" in proc.stderr and "llmatic-nb201" in proc.stderr
+        assert time.perf_counter() - started < 30
+        assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_bad_nb201_values_are_config_errors(synthetic_csv):
+    from llmatic.config import ConfigError, validate_config
+
+    for override, key in (("nb201.dataset=cifar1000", "nb201.dataset"),
+                          ("nb201.seed_cell='|conv~0|'", "nb201.seed_cell"),
+                          ("nb201.baselines=[random,bohb]", "nb201.baselines"),
+                          ("nb201.rea.sample_size=20", "nb201.rea"),
+                          ("fitness=loss", "fitness")):
+        cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}", override)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_paper_nb201_sweep_from_the_command_line_then_report(tmp_path, synthetic_csv):
+    """The issue's command: 3 datasets x 2 seeds, 2,001 candidates each, then the report."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "LLMATIC_CACHE_DIR": str(tmp_path / "cache")}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmatic", "-m", "experiment=paper_nb201", "llm=rules",
+         f"nb201.table={synthetic_csv}", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    minutes = (time.perf_counter() - started) / 60
+    results = [json.loads(p.read_text()) for p in sorted(sweep.rglob("nb201.json"))]
+    assert len(results) == 6
+    assert {(r["dataset"], r["seed"]) for r in results} == {
+        (d, s) for d in ("cifar10", "cifar100", "ImageNet16-120") for s in (0, 1)}
+    hits = [r["methods"][0]["first_500"]["in_top_1_percent"] for r in results]
+    assert sum(hits) >= 4, hits  # "in most runs"
+    assert minutes < 6
+
+    report = subprocess.run([sys.executable, "-m", "llmatic.nb201.cli", "report", str(sweep)],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    for label in ("LLMatic (this sweep)", "REA (this sweep)", "Random search (this sweep)",
+                  "LLMatic (paper)", "94.26 ± 0.13", "Optimum (paper)", "47.31"):
+        assert label in report.stdout, report.stdout
+    table = json.loads((sweep / "nb201_table1.json").read_text())
+    mine = table["rows"]["LLMatic (this sweep)"]
+    for dataset in ("cifar10", "cifar100", "ImageNet16-120"):
+        tests = [r["methods"][0]["test_accuracy"] for r in results if r["dataset"] == dataset]
+        assert mine[dataset]["mean"] == pytest.approx(np.mean(tests))
+        assert mine[dataset]["std"] == pytest.approx(np.std(tests, ddof=1))
+        assert mine[dataset]["n"] == 2
