@@ -72,6 +72,8 @@ class SearchState:
     clipped: Counter = field(default_factory=Counter)
     llm_totals: Counter = field(default_factory=Counter)
     wall_seconds: float = 0.0
+    #: Wall-clock seconds spent waiting for the generator (part of ``wall_seconds``).
+    generate_seconds: float = 0.0
     #: Parents of the ``prompt_archive_only`` ablation (None: the network archive).
     population: ElitistPopulation | None = None
     #: The seed network as an elite record (the parent of ``random_generation``).
@@ -479,6 +481,7 @@ class Search:
                 jobs.append((plan, completion, ext))
                 futures.append(self._start(plan, completion, ext, progress))
         results = [f.result() for f in futures]
+        state.generate_seconds += gen_seconds
         # Tell, in candidate order.
         records = []
         per_candidate_gen = gen_seconds / max(1, len(plans))

@@ -304,3 +304,68 @@ def test_paper_nb201_sweep_from_the_command_line_then_report(tmp_path, synthetic
         assert mine[dataset]["mean"] == pytest.approx(np.mean(tests))
         assert mine[dataset]["std"] == pytest.approx(np.std(tests, ddof=1))
         assert mine[dataset]["n"] == 2
+
+
+def test_nb201_search_with_an_llm_server_reads_messy_answers(tmp_path, synthetic_csv):
+    """llm=openai against a local OpenAI-compatible server answering like real chat models."""
+    from openai_server import FakeOpenAIServer, cycling_responder
+
+    from llmatic.search import read_history, run_search
+
+    good = ("nor_conv_3x3", "skip_connect", "nor_conv_3x3", "skip_connect", "nor_conv_1x1",
+            "nor_conv_3x3")
+    answers = [
+        "Here is an improved cell with a skip connection:\n\n```python\n"
+        + render_cell(good).replace("skip_connect(C)", "nn.Identity()", 1)
+        + "```\n\nThe identity edge eases optimisation.",
+        f"I suggest the architecture {arch_string(good)} for this dataset.",
+        "```python\n" + render_cell(good).replace("nor_conv_1x1(C)", "sep_conv_5x5(C)") + "```",
+        "I'm sorry, I can't modify neural networks.",
+        "```python\nimport os\nos.system('echo pwned > " + str(tmp_path / "pwned") + "')\n"
+        + render_cell(good) + "```",
+    ]
+    with FakeOpenAIServer(responder=cycling_responder(answers)) as server:
+        cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
+                             "llm=openai", f"llm.base_url={server.base_url}",
+                             "llm.model=fake-model", "llm.cache=false", "nb201.baselines=[]",
+                             "budget.generations=2", "budget.candidates_per_generation=10")
+        summary = run_search(cfg, tmp_path / "run", show_progress=False)
+        requests = server.completion_requests
+    history = read_history(tmp_path / "run")[1:]
+    assert len(history) == 20
+    # Requests run concurrently, so answers reach candidates in any order: count them.
+    ok = [r for r in history if r["status"] == "ok"]
+    assert len(ok) == 12 and all(r["arch"] == arch_string(good) for r in ok)  # 3 usable of 5
+    bad_op = [r for r in history if r["error"] and "sep_conv_5x5" in r["error"]]
+    refusals = [r for r in history if r["error"] and "no cell found" in r["error"]]
+    assert len(bad_op) == len(refusals) == 4
+    assert all(r["status"] == "invalid_cell" for r in bad_op + refusals)
+    assert not (tmp_path / "pwned").exists()
+    # What the LLM wrote is kept for the unreadable answers only.
+    for r in history:
+        assert (r["source_file"] is None) == (r["status"] == "ok")
+    assert "sorry" in (tmp_path / "run" / refusals[0]["source_file"]).read_text()
+    # The model saw the cell space described and the parent cell.
+    text = json.dumps(requests[0])
+    assert "NAS-Bench-201" in text and "self.edge_1_0" in text
+    assert summary["nb201"]["methods"][0]["arch"] is not None
+
+
+def test_nb201_resume_continues_exactly(tmp_path, synthetic_csv):
+    from llmatic.search import read_history, run_search
+
+    base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.dataset=cifar100",
+            "budget.candidates_per_generation=40")
+    straight = run_search(compose_config(*base, "budget.generations=4"), tmp_path / "a",
+                          show_progress=False)
+    run_search(compose_config(*base, "budget.generations=2"), tmp_path / "b",
+               show_progress=False)
+    resumed = run_search(compose_config(*base, "budget.generations=4"), tmp_path / "b",
+                         resume=True, show_progress=False)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "timings"} for r in records]
+
+    assert strip(read_history(tmp_path / "a")) == strip(read_history(tmp_path / "b"))
+    for key in ("budget", "methods", "optimum_test_accuracy"):
+        assert straight["nb201"][key] == resumed["nb201"][key]

@@ -79,8 +79,10 @@ def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]
         else (None, None)
         for r in records
     ]
-    llm_seconds = float(state.llm_totals.get("seconds", 0.0))
-    search_seconds = max(float(state.wall_seconds) - llm_seconds, 1e-9)
+    # Wall-clock time waiting for the generator (concurrent requests overlap, so the sum of
+    # per-request seconds would overstate it); checkpoints before this field count 0.
+    generate_seconds = float(getattr(state, "generate_seconds", 0.0))
+    search_seconds = max(float(state.wall_seconds) - generate_seconds, 1e-3)
     methods = [summarise_method("llmatic", evaluated, table)]
     methods[0]["generator"] = search.generator.name
     budget = len(records)
