@@ -100,6 +100,13 @@ class Run:
     config: dict[str, Any] = field(repr=False)
 
     @property
+    def dataset(self) -> str:
+        """The dataset searched (``nb201.dataset`` for NAS-Bench-201 cells)."""
+        if _get(self.config, "space", "network") == "nb201":
+            return str(_get(self.config, "nb201.dataset", "?"))
+        return str(_get(self.config, "dataset.name", "?"))
+
+    @property
     def generations(self) -> int:
         """The last completed generation (metrics rows; else the history's last)."""
         gens = [int(r["generation"]) for r in self.metrics if r.get("generation") is not None]
@@ -471,21 +478,26 @@ def _format_p(p: float | None) -> str:
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Runs by group: the ablation, plus ``p=...`` where its runs differ in ``p_mutation``.
+    """Runs by group: the ablation, its ``p_mutation`` and its dataset where these vary.
 
+    ``p=...`` is added where an ablation's runs differ in ``p_mutation``, and the dataset
+    where the runs searched more than one (seeds of different datasets are never averaged).
     Groups are ordered as :data:`ABLATION_ORDER` (others after, by name), then by ``p``.
     """
     p_values: dict[str, set] = {}
     for run in runs:
         p_values.setdefault(run.ablation, set()).add(run.p_mutation)
+    datasets = sorted({run.dataset for run in runs})
     groups: dict[tuple, tuple[str, list[Run]]] = {}
     for run in runs:
         split = len(p_values[run.ablation]) > 1
         label = f"{run.ablation} p={_format_p(run.p_mutation)}" if split else run.ablation
+        if len(datasets) > 1:
+            label = f"{label} {run.dataset}"
         rank = ABLATION_ORDER.index(run.ablation) if run.ablation in ABLATION_ORDER else \
             len(ABLATION_ORDER)
         p_key = -1.0 if not split or run.p_mutation is None else run.p_mutation
-        key = (rank, run.ablation, p_key, label)
+        key = (rank, run.ablation, p_key, datasets.index(run.dataset), label)
         groups.setdefault(key, (label, []))[1].append(run)
     return {label: members for _, (label, members) in sorted(groups.items())}
 

@@ -187,6 +187,19 @@ def hand_run(ablation: str, seed: int, p: float | None, history: list[dict],
                        config={"fitness": "accuracy"})
 
 
+def test_runs_of_different_datasets_are_never_averaged_together():
+    def on(dataset: str, seed: int) -> figures.Run:
+        run = hand_run("llmatic", seed, 0.7, [record(0, acc=0.1 * (seed + 1))], cells=[])
+        run.config = {"fitness": "accuracy", "space": "nb201", "nb201": {"dataset": dataset}}
+        return run
+
+    groups = figures.group_runs([on("cifar100", 0), on("cifar10", 0), on("cifar10", 1)])
+    assert {k: len(v) for k, v in groups.items()} == {"llmatic cifar10": 2,
+                                                      "llmatic cifar100": 1}
+    same = figures.group_runs([on("cifar10", 0), on("cifar10", 1)])
+    assert list(same) == ["llmatic"]  # one dataset: the label stays the ablation's
+
+
 def test_series_groups_and_sweep_labels_on_hand_made_runs():
     a = hand_run("llmatic", 0, 0.3, [
         record(0, acc=0.5, loss=2.0),
