@@ -111,6 +111,7 @@ def validate_config(cfg: DictConfig) -> None:
          f"must be completion or chat, got {fmt!r}")
     need(fmt != "chat" or cfg.operators.get("chat") is not None, "operators.chat",
          "llm.prompt_format=chat needs operators.chat templates (system, mutation, crossover)")
+    _validate_ddp(cfg)
     space = cfg.get("space", "network")
     need(space in ("network", "nb201"), "space", f"must be network or nb201, got {space!r}")
     if space == "nb201":
@@ -123,6 +124,28 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("network_archive", "prompt_archive", "random_generation"):
         need(isinstance(ab.get(key), bool), f"ablation.{key}",
              f"must be true or false, got {ab.get(key)!r}")
+
+
+#: DDP strategies whose ranks the sandbox can start for Lightning to join (see sandbox.py).
+_JOINABLE_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+
+
+def _validate_ddp(cfg: DictConfig) -> None:
+    """DDP settings the sandbox cannot run fail here, not at the first candidate."""
+    trainer = cfg.get("trainer")
+    strategy = trainer.get("strategy", "auto") if trainer is not None else "auto"
+    if not (isinstance(strategy, str) and strategy.startswith("ddp")):
+        return
+    if int(trainer.get("num_nodes", 1)) != 1:
+        raise ConfigError("trainer.num_nodes must be 1: DDP runs on the GPUs of one machine "
+                          "per candidate (scale out over machines with evaluator=ray)")
+    if trainer.get("devices") not in (1, "1") and strategy not in _JOINABLE_DDP:
+        raise ConfigError(f"trainer.strategy={strategy} launches its own processes, which the "
+                          f"sandbox refuses; use one of {list(_JOINABLE_DDP)}")
+    per_worker = cfg.get("evaluator", {}).get("gpus_per_worker", 1)
+    if not (isinstance(per_worker, int) and per_worker >= 1):
+        raise ConfigError(f"evaluator.gpus_per_worker must be a positive integer, got "
+                          f"{per_worker!r}")
 
 
 def _validate_nb201(cfg: DictConfig) -> None:

@@ -6,8 +6,9 @@ runs another candidate. They differ in where those children are forked:
 
 * ``local`` — one candidate at a time on this machine;
 * ``pool`` — ``workers`` candidates at once on this machine, dispatched as workers free up;
-  each worker slot is bound to one GPU (``CUDA_VISIBLE_DEVICES``) when there are GPUs,
-  otherwise to a share of the CPU (``sandbox.torch_threads``);
+  each worker slot is bound to one GPU (``CUDA_VISIBLE_DEVICES``; ``gpus_per_worker`` for
+  ``trainer=ddp``) when there are GPUs, otherwise to a share of the CPU
+  (``sandbox.torch_threads``);
 * ``ray`` — each candidate a Ray task on an actor that holds its own pre-warmed sandbox
   server (``num_cpus`` / ``num_gpus`` per actor), on an existing Ray cluster
   (``evaluator.address``) or a local one. Run directories must be on a file system the
@@ -97,18 +98,23 @@ class PoolEvaluator(_DispatchingEvaluator):
 
     Args:
         workers: Candidates evaluated at once.
-        gpus: ``auto`` (bind each worker slot to one visible GPU, round robin), ``none``
+        gpus: ``auto`` (bind each worker slot to visible GPUs, round robin), ``none``
             (CPU only), or a list of GPU ids.
+        gpus_per_worker: GPUs bound to each slot (``trainer=ddp`` trains one candidate on
+            all of them, one rank each); the GPUs are split into groups of this size.
         sandbox: An already started sandbox server to use (it is not closed here).
     """
 
-    def __init__(self, *, workers: int = 2, gpus: Any = "auto",
+    def __init__(self, *, workers: int = 2, gpus: Any = "auto", gpus_per_worker: int = 1,
                  sandbox: Sandbox | None = None) -> None:
         if int(workers) < 1:
             raise ValueError(f"evaluator.workers must be >= 1, got {workers}")
+        if int(gpus_per_worker) < 1:
+            raise ValueError(f"evaluator.gpus_per_worker must be >= 1, got {gpus_per_worker}")
         super().__init__()
         self.workers = int(workers)
         self.gpus_option = gpus
+        self.gpus_per_worker = int(gpus_per_worker)
         self.sandbox = sandbox
         self.owns_sandbox = sandbox is None
 
@@ -124,8 +130,12 @@ class PoolEvaluator(_DispatchingEvaluator):
             gpus = []
         else:
             gpus = [str(g) for g in self.gpus_option]
-        # One slot per worker: its GPU (round robin) or None for a CPU share.
-        self._open([gpus[i % len(gpus)] if gpus else None for i in range(self.workers)],
+        # One slot per worker: its GPU group (round robin) or None for a CPU share.
+        k = self.gpus_per_worker
+        groups = [",".join(gpus[i:i + k]) for i in range(0, len(gpus) - k + 1, k)]
+        if gpus and not groups:
+            raise ValueError(f"evaluator.gpus_per_worker={k} but only {len(gpus)} GPUs: {gpus}")
+        self._open([groups[i % len(groups)] if groups else None for i in range(self.workers)],
                    "llmatic-eval")
 
     def _run_on(self, gpu: str | None, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
@@ -142,8 +152,10 @@ class PoolEvaluator(_DispatchingEvaluator):
 class LocalEvaluator(PoolEvaluator):
     """One candidate at a time on this machine."""
 
-    def __init__(self, *, gpus: Any = "auto", sandbox: Sandbox | None = None) -> None:
-        super().__init__(workers=1, gpus=gpus, sandbox=sandbox)
+    def __init__(self, *, gpus: Any = "auto", gpus_per_worker: int = 1,
+                 sandbox: Sandbox | None = None) -> None:
+        super().__init__(workers=1, gpus=gpus, gpus_per_worker=gpus_per_worker,
+                         sandbox=sandbox)
 
 
 class _SandboxActor:

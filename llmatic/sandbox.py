@@ -17,6 +17,17 @@ Each child, before the candidate's code runs:
 * installs an audit hook (``sys.addaudithook``) that refuses process creation, sockets,
   ``ctypes`` and writes outside its working directory.
 
+DDP (``trainer=ddp`` with N > 1 devices, :func:`plan_ranks`): the server forks one
+*supervisor* per candidate instead, which starts the session, binds a rendezvous socket on
+127.0.0.1 only and forks N rank children before any audit hook exists; each rank then gets
+the limits and the hook above (process creation stays refused) and Lightning joins the ranks
+through ``LOCAL_RANK`` / ``WORLD_SIZE`` / ``MASTER_PORT`` instead of launching them. The
+supervisor hosts the ranks' store itself, so they only connect to loopback; the process
+group rendezvous and gloo / NCCL run in native code, which the audit hook does not see
+(``torch.distributed`` is refused to the candidate by the static policy). Only rank 0
+predicts and writes ``result.json``; when any rank fails the supervisor kills the others at
+once and reports the first failure as the candidate's; a timeout kills the whole group.
+
 Inside the child the candidate's imports are checked against ``sandbox.allowed_imports``
 and the functions training relies on are compared with a snapshot after every stage
 (``worker.TamperGuard``); the search process scores the returned logits itself. Before any of
@@ -40,6 +51,7 @@ import queue
 import resource
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from llmatic.types import EvalResult, Status
-from llmatic.worker import LOGITS_FILE, RESULT_FILE, logits_file
+from llmatic.worker import LOGITS_FILE, RESULT_FILE, logits_file, result_file
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
@@ -134,17 +146,27 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
-           timeout_s: float | None = None, cuda_devices: str | None = None) -> None:
-    """Body of a forked child: limits, then the worker. Never returns."""
+           timeout_s: float | None = None, cuda_devices: str | None = None,
+           rank_env: dict[str, str] | None = None) -> None:
+    """Body of a forked child: limits, then the worker. Never returns.
+
+    ``rank_env`` (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_PORT``...) makes the child one DDP
+    rank of a candidate: it stays in its supervisor's process group (``server`` is then the
+    supervisor), writes ``*.rank<r>.*`` files unless it is rank 0, and exits with code 2
+    when the candidate failed, so that the supervisor stops the other ranks at once.
+    """
     code = 0
+    rank = int(rank_env["RANK"]) if rank_env else 0
     try:
         _die_with_parent(server)
-        os.setsid()
+        if rank_env is None:
+            os.setsid()
         os.chdir(job_dir)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err = os.open("stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        suffix = f".rank{rank}" if rank else ""
+        out = os.open(f"stdout{suffix}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open(f"stderr{suffix}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.closerange(3, 1024)  # the server's protocol pipes and anything else
@@ -166,12 +188,18 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
         )
         if cuda_devices is not None:  # the evaluator binds this child to its GPU(s)
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+        if rank_env:
+            os.environ.update(rank_env)
         from llmatic.worker import run_job
 
         job = json.loads(Path("job.json").read_text())
         job["torch_threads"] = torch_threads
+        if rank_env:
+            job["rank"], job["world_size"] = rank, int(rank_env["WORLD_SIZE"])
         _install_audit_hook(job_dir)
-        run_job(job, Path(job_dir))
+        result = run_job(job, Path(job_dir))
+        if rank_env and result.get("status") != Status.OK.value:
+            code = 2  # the other ranks would wait for this one in a collective
     except BaseException:  # noqa: BLE001 - the result file says what happened
         code = 1
     finally:
@@ -182,11 +210,110 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
             os._exit(code)  # skip atexit handlers and finalizers inherited from the server
 
 
+def _supervise(req: dict[str, Any], server: int) -> None:
+    """Body of a forked DDP supervisor: ``world_size`` rank children in one group. Never returns.
+
+    The supervisor runs no candidate code. It starts a session (the candidate's process
+    group, as a single child's would be), forks the ranks before any of them installs the
+    audit hook, and hosts their rendezvous store on a loopback socket it bound itself (the
+    ranks only connect to it: ``TORCHELASTIC_USE_AGENT_STORE``). When a rank fails, the others
+    are killed at once and the failure is written into rank 0's report.
+    """
+    code, in_session = 1, False
+    try:
+        _die_with_parent(server)
+        os.setsid()
+        in_session = True
+        job_dir, world_size = req["job_dir"], int(req["world_size"])
+        os.chdir(job_dir)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, 1024)  # the server's protocol pipes
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        me = os.getpid()
+        ranks: dict[int, int] = {}
+        for rank in range(world_size):
+            env = {"LOCAL_RANK": str(rank), "RANK": str(rank), "WORLD_SIZE": str(world_size),
+                   "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                   "TORCHELASTIC_USE_AGENT_STORE": "True",  # every rank a store client
+                   "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+            pid = os.fork()
+            if pid == 0:
+                _child(job_dir, req["memory_mb"], req["torch_threads"], me,
+                       req.get("timeout_s"), req.get("cuda_devices"), rank_env=env)
+            ranks[pid] = rank
+        # Only now (after the forks) does this process start the store's threads.
+        from torch.distributed import TCPStore
+
+        store = TCPStore("127.0.0.1", port, world_size, True, wait_for_workers=False,
+                         master_listen_fd=listener.fileno())
+        failed: tuple[int, int] | None = None
+        while ranks:
+            pid, status = os.waitpid(-1, 0)
+            rank = ranks.pop(pid, None)
+            exitcode = os.waitstatus_to_exitcode(status)
+            if rank is not None and exitcode != 0 and failed is None:
+                failed = (rank, exitcode)
+                for other in ranks:  # they would wait for the failed rank until the timeout
+                    os.kill(other, signal.SIGKILL)
+        del store
+        if failed is not None:
+            _report_rank_failure(Path(job_dir), *failed)
+        code = 0 if failed is None else 1
+    except BaseException:  # noqa: BLE001 - never leave ranks behind
+        if in_session:  # (before setsid, group 0 would be the server's and the search's)
+            os.killpg(0, signal.SIGKILL)  # the whole candidate, this process included
+    finally:
+        os._exit(code)
+
+
+def _report_rank_failure(job_dir: Path, rank: int, exitcode: int) -> None:
+    """Make the first failed rank's status the candidate's; note it in ``stderr.txt``."""
+    if exitcode < 0:
+        how = f"killed by signal {_signal_name(-exitcode)}"
+    else:
+        how = f"exited with code {exitcode}"
+    note = f"sandbox: DDP rank {rank} {how}; the other ranks were stopped"
+    if rank > 0:  # rank 0 reports its own failure; the others' statuses are merged in
+        main = _read_json(job_dir / RESULT_FILE) or {"timings": {}}
+        own = _read_json(job_dir / result_file(rank)) or {}
+        status = own.get("status")
+        if status not in Status._value2member_map_ or status == Status.OK.value:
+            status, error = Status.CRASHED.value, note
+        else:
+            error = f"rank {rank}: {own.get('error')}"[:STDERR_TAIL]
+        main.update(status=status, error=error)
+        (job_dir / RESULT_FILE).write_text(json.dumps(main))
+        note += ": " + _tail(job_dir / f"stderr.rank{rank}.txt", 500).strip()
+    with open(job_dir / "stderr.txt", "a") as fh:
+        fh.write("\n" + note + "\n")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def serve() -> None:
     """The pre-warmed server loop: read job lines on stdin, fork, report exits.
 
-    Protocol (JSON lines): in ``{"id", "job_dir", "memory_mb", "torch_threads"}``; out
-    ``{"id", "pid"}`` after forking and ``{"id", "exitcode"}`` after the child is reaped
+    Protocol (JSON lines): in ``{"id", "job_dir", "memory_mb", "torch_threads", "timeout_s",
+    "cuda_devices"}`` and ``"world_size"`` for DDP (a supervisor, see :func:`_supervise`);
+    out ``{"id", "pid"}`` after forking and ``{"id", "exitcode"}`` after the child is reaped
     (negative: killed by that signal).
     """
     # Keep the protocol on a private descriptor; stray prints from libraries go to stderr.
@@ -224,6 +351,8 @@ def serve() -> None:
                     server = os.getpid()
                     pid = os.fork()
                     if pid == 0:
+                        if int(req.get("world_size") or 1) > 1:
+                            _supervise(req, server)
                         _child(req["job_dir"], req["memory_mb"], req["torch_threads"], server,
                                req.get("timeout_s"), req.get("cuda_devices"))
                     children[pid] = req["id"]
@@ -257,6 +386,88 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+#: DDP strategies whose ranks Lightning can join when they were started outside it. The
+#: ``spawn`` / ``fork`` / ``notebook`` variants always start processes themselves.
+_JOINABLE_DDP = frozenset(
+    {"ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"}
+)
+
+
+def _device_count(devices: Any, available: int | None) -> int:
+    """How many devices a Lightning ``devices`` value asks for (``available``: -1 / auto)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text in ("-1", "auto"):
+        if available is None:
+            raise ValueError(f"trainer.devices={devices} needs an accelerator with devices "
+                             "to count; give a number of CPU processes")
+        return available
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"trainer.devices={devices!r} is not understood") from None
+
+
+def plan_ranks(
+    trainer: dict[str, Any], cuda_devices: str | None
+) -> tuple[int, dict[str, Any], str | None]:
+    """How many DDP rank processes a job's trainer config asks for, and what they are given.
+
+    DDP (``strategy: ddp``) with N > 1 devices gets N ranks: N = the GPUs bound to the
+    candidate (``cuda_devices``; else this process's ``CUDA_VISIBLE_DEVICES``; else all
+    GPUs) for ``devices: -1``, or the number given (CPU ranks talk over gloo). DDP with one
+    device runs the normal single-process path with ``strategy: auto``. Any other strategy
+    is passed on unchanged.
+
+    Returns:
+        ``(world_size, trainer, cuda_devices)`` for the child(ren).
+
+    Raises:
+        ValueError: for a DDP config the sandbox cannot run (several nodes, a strategy that
+            launches its own processes, more devices than are bound).
+    """
+    strategy = trainer.get("strategy", "auto")
+    if not (isinstance(strategy, str) and strategy.startswith("ddp")):
+        return 1, trainer, cuda_devices
+    if int(trainer.get("num_nodes", 1)) != 1:
+        raise ValueError("trainer.num_nodes must be 1 inside the sandbox (DDP on one machine)")
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    devices = trainer.get("devices", "auto")
+    gpus: list[str] = []
+    bound = cuda_devices
+    if accelerator in ("gpu", "cuda", "auto"):
+        bound = cuda_devices if cuda_devices is not None else os.environ.get(
+            "CUDA_VISIBLE_DEVICES")
+        if bound is not None:
+            gpus = [g for g in bound.split(",") if g.strip()]
+        else:
+            import torch
+
+            gpus = [str(i) for i in range(torch.cuda.device_count())]
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus)
+    if on_gpu:
+        world_size = _device_count(devices, len(gpus))
+        if world_size > len(gpus):
+            raise ValueError(f"trainer.devices={devices} asks for {world_size} GPUs but "
+                             f"{len(gpus)} are bound to the candidate ({bound!r})")
+    else:
+        world_size = _device_count(1 if devices == "auto" else devices, None)
+    if world_size < 1:
+        raise ValueError(f"trainer.devices={devices} gives {world_size} DDP processes")
+    if world_size == 1:  # no process group for one device: the normal path
+        single = {**trainer, "strategy": "auto", "devices": 1}
+        if "sync_batchnorm" in single:
+            single["sync_batchnorm"] = False
+        return 1, single, cuda_devices
+    if strategy not in _JOINABLE_DDP:
+        raise ValueError(f"trainer.strategy={strategy} starts its own processes, which the "
+                         f"sandbox refuses; use one of {sorted(_JOINABLE_DDP)}")
+    return world_size, {**trainer, "devices": world_size}, bound if on_gpu else cuda_devices
 
 
 @dataclass
@@ -364,11 +575,22 @@ class Sandbox:
             ) -> ChildOutcome:
         """Run ``job`` in a fresh child with ``job_dir`` as its working directory.
 
-        ``cuda_devices`` sets the child's ``CUDA_VISIBLE_DEVICES`` (its GPU binding).
+        ``cuda_devices`` sets the child's ``CUDA_VISIBLE_DEVICES`` (its GPU binding). A DDP
+        trainer config with several devices runs one rank per device (:func:`plan_ranks`).
+
+        Raises:
+            ValueError: for a DDP trainer config the sandbox cannot run.
         """
+        world_size = 1
+        trains = int(job.get("epochs", 0)) > 0 and job.get("data_dir")
+        if trains and isinstance(job.get("trainer"), dict):
+            world_size, trainer, cuda_devices = plan_ranks(job["trainer"], cuda_devices)
+            if trainer is not job["trainer"]:
+                job = {**job, "trainer": trainer}
         job_dir = Path(job_dir).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (RESULT_FILE, LOGITS_FILE, logits_file("test")):
+        for stale in (RESULT_FILE, LOGITS_FILE, logits_file("test"),
+                      *(p.name for p in job_dir.glob("result.rank*.json"))):
             (job_dir / stale).unlink(missing_ok=True)
         (job_dir / "job.json").write_text(json.dumps(job))
         waiter: queue.Queue = queue.Queue()
@@ -380,6 +602,8 @@ class Sandbox:
             request = {"id": job_id, "job_dir": str(job_dir), "memory_mb": self.memory_mb,
                        "torch_threads": self.torch_threads, "timeout_s": self.timeout_s,
                        "cuda_devices": cuda_devices}
+            if world_size > 1:
+                request["world_size"] = world_size
             proc.stdin.write((json.dumps(request) + "\n").encode())
             proc.stdin.flush()
         started = time.perf_counter()
@@ -483,8 +707,7 @@ def outcome_to_result(
         code = outcome.exitcode
         tail = outcome.stderr_tail.strip().splitlines()[-3:]
         if code is not None and code < 0:
-            sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
-            error = f"child killed by signal {sig}"
+            error = f"child killed by signal {_signal_name(-code)}"
         else:
             error = f"child exited with code {code} without a result"
         if tail:

@@ -8,7 +8,9 @@ labels the child never sees.
 
 Order of stages (each timed): ``exec`` the module, ``instantiate`` the class, ``forward`` a
 dummy batch and check its shape, ``count`` parameters / FLOPs / width / depth, ``train``
-with a Lightning Trainer, ``predict`` logits on the validation inputs.
+with a Lightning Trainer, ``predict`` logits on the validation inputs. Under DDP every rank
+runs the stages up to ``train`` (Lightning joins the ranks the sandbox started); only rank 0
+predicts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from llmatic.types import Status
 
 RESULT_FILE = "result.json"
 LOGITS_FILE = "val_logits.npy"
+
+
+def result_file(rank: int = 0) -> str:
+    """Where a child leaves its report: ``result.json`` for rank 0 (or no DDP)."""
+    return RESULT_FILE if rank == 0 else f"result.rank{rank}.json"
 
 
 def logits_file(split: str) -> str:
@@ -186,9 +193,12 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """
     result: dict[str, Any] = {"status": Status.OK.value, "error": None, "timings": {}}
     timings: dict[str, float] = result["timings"]
+    # One of several DDP ranks (started by the sandbox): only rank 0 predicts and writes
+    # result.json; the others report to result.rank<r>.json.
+    rank, world_size = int(job.get("rank", 0)), int(job.get("world_size", 1))
 
     def save() -> None:
-        (workdir / RESULT_FILE).write_text(json.dumps(result))
+        (workdir / result_file(rank)).write_text(json.dumps(result))
 
     def stage(name: str, started: float) -> None:
         timings[name] = round(time.perf_counter() - started, 4)
@@ -311,7 +321,16 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
             raise CandidateFailure(Status.RUNTIME_ERROR, "training was interrupted")
         guard.check("training")
         result["train_loss"] = module.last_loss
+        if world_size > 1:  # what each rank saw: the test of a real DDP run
+            with torch.no_grad():
+                checksum = sum(float(p.double().sum()) for p in net.parameters())
+            result["ddp"] = {"global_rank": trainer.global_rank,
+                             "world_size": trainer.world_size,
+                             "train_batches": trainer.num_training_batches,
+                             "param_checksum": checksum}
         stage("train", t)
+        if rank > 0:
+            return result
 
         # -- predict validation logits; the search process scores them
         t = time.perf_counter()

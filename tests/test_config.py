@@ -13,10 +13,11 @@ from llmatic.config import ConfigError, validate_config
 
 GROUPS = {
     "llm": ["rules", "hf"], "dataset": ["digits", "cifar10"], "archive": ["cvt", "grid"],
-    "descriptors": ["width_depth_flops", "params_depth"], "operators": ["paper", "extended"],
-    "temperature": ["adaptive", "constant", "linear_decay"], "trainer": ["cpu", "gpu"],
+    "descriptors": ["width_depth_flops", "params_depth", "nb201_ops", "nb201_cost"],
+    "operators": ["paper", "extended", "nb201"],
+    "temperature": ["adaptive", "constant", "linear_decay"], "trainer": ["cpu", "gpu", "ddp"],
     "module": ["default", "paper_sgd"], "logger": ["csv", "wandb"],
-    "budget": ["smoke", "default", "paper"],
+    "budget": ["smoke", "default", "paper", "nb201"],
 }
 
 
@@ -51,11 +52,16 @@ def test_paper_budget_and_instructions():
         ("temperature.min=2.0", "temperature.min"),
         ("descriptors.names=[width_to_depth,colour]", "descriptors.names"),
         ("operators.p_mutation=abc", "operators.p_mutation"),
+        (("trainer=ddp", "trainer.num_nodes=2"), "trainer.num_nodes"),
+        (("trainer=ddp", "trainer.strategy=ddp_spawn"), "trainer.strategy"),
+        (("trainer=ddp", "evaluator.gpus_per_worker=0"), "evaluator.gpus_per_worker"),
+        ("space=cells", "space"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_config(compose_config(override))
+        validate_config(compose_config(*(override if isinstance(override, tuple)
+                                         else (override,))))
 
 
 def _cli(*args, cwd):

@@ -7,8 +7,8 @@ real script. Two launches are tested:
 * ``lightning``: one process; Lightning starts rank 1 itself (what ``trainer=ddp`` does in a
   normal process);
 * ``external``: the test starts both ranks with ``LOCAL_RANK`` / ``MASTER_PORT`` set and
-  Lightning only joins them (what a sandbox would have to do, since its children may not
-  create processes or bind sockets).
+  Lightning only joins them (what the sandbox does, since its children may not create
+  processes; tests/test_sandbox_ddp.py runs ``trainer=ddp`` through the real sandbox).
 """
 
 from __future__ import annotations
