@@ -14,7 +14,9 @@ from llmatic.config import CONFIG, ConfigError, preflight, validate_config
 log = logging.getLogger("llmatic")
 
 # Overrides that may change when a run is resumed (e.g. to extend it).
-RESUMABLE_OVERRIDES = ("budget.generations", "sandbox.", "logger")
+# Paths may move between the interruption and the resume; everything else stays as it was.
+RESUMABLE_OVERRIDES = ("budget.generations", "sandbox.", "logger", "nb201.table",
+                       "dataset.data_dir")
 
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:

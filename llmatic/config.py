@@ -116,6 +116,12 @@ def validate_config(cfg: DictConfig) -> None:
     need(space in ("network", "nb201"), "space", f"must be network or nb201, got {space!r}")
     if space == "nb201":
         _validate_nb201(cfg)
+    else:
+        cell_only = [n for n in cfg.descriptors.names
+                     if n in NB201_DESCRIPTORS and n not in ("log10_flops", "log10_params")]
+        need(not cell_only, "descriptors.names",
+             f"{cell_only} describe NAS-Bench-201 cells, not networks; use "
+             "descriptors=width_depth_flops or params_depth (or experiment=paper_nb201)")
     ab = cfg.get("ablation")
     need(ab is not None, "ablation", "missing: choose e.g. ablation=llmatic")
     if ab.get("p_mutation") is not None:
@@ -148,12 +154,25 @@ def _validate_ddp(cfg: DictConfig) -> None:
                           f"{per_worker!r}")
 
 
+#: Descriptors a NAS-Bench-201 cell has (its operation counts, the benchmark's costs).
+NB201_DESCRIPTORS = ("conv_ops", "conv3x3_ops", "skip_ops", "pool_ops", "none_ops",
+                     "log10_flops", "log10_params")
+
+
+def nb201_baselines(cfg: DictConfig) -> list[str]:
+    """``nb201.baselines`` as a list (a single name on the command line is accepted)."""
+    value = cfg.nb201.get("baselines")
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def _validate_nb201(cfg: DictConfig) -> None:
     """space=nb201: the table, dataset, seed cell and baselines (before anything loads)."""
     nb = cfg.get("nb201")
     if nb is None:
         raise ConfigError("space=nb201 needs the nb201 settings: use experiment=paper_nb201")
-    if nb.get("table") is None:
+    if nb.get("table") is None or not str(nb.get("table")).strip():
         raise ConfigError(
             "nb201.table is required: the path of a benchmark table. Make one with "
             "`llmatic-nb201 export /path/to/NATS-tss-v1_0-3ffb9-simple --out nb201.csv` from "
@@ -174,13 +193,19 @@ def _validate_nb201(cfg: DictConfig) -> None:
     if cfg.fitness != "accuracy":
         raise ConfigError("fitness: space=nb201 supports only accuracy (the benchmark's "
                           "validation accuracy); remove fitness=loss")
+    names = list(cfg.descriptors.names)
+    wrong = [n for n in names if n not in NB201_DESCRIPTORS]
+    if wrong:
+        raise ConfigError(f"descriptors.names: {wrong} cannot be measured on a NAS-Bench-201 "
+                          f"cell; use descriptors=nb201_ops or nb201_cost (names from "
+                          f"{list(NB201_DESCRIPTORS)})")
     from llmatic.nb201.arch import ArchStringError, parse_arch_string
 
     try:
         parse_arch_string(str(nb.get("seed_cell")))
     except ArchStringError as exc:
         raise ConfigError(f"nb201.seed_cell: {exc}") from exc
-    baselines = list(nb.get("baselines") or [])
+    baselines = nb201_baselines(cfg)
     unknown = [b for b in baselines if b not in ("random", "rea")]
     if unknown:
         raise ConfigError(f"nb201.baselines: unknown {unknown}; choose from random, rea")

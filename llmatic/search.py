@@ -239,7 +239,14 @@ class Search:
         try:
             self.lookup = TableEvaluator(load_table(str(nb.table), str(nb.dataset)))
         except TableError as exc:
-            raise ConfigError(str(exc)) from exc
+            raise ConfigError(f"nb201.table: {exc}") from exc
+        seed_ops = parse_arch_string(str(nb.seed_cell))
+        if self.lookup.table.lookup(seed_ops) is None:
+            raise ConfigError(
+                f"nb201.seed_cell={nb.seed_cell} is not in the table {nb.table} "
+                f"({len(self.lookup.table)} cells for {nb.dataset}): choose a cell the table "
+                "has, or use a complete table"
+            )
         self.evaluator = None
         self.sandbox = None
         self.val_labels = None
@@ -309,6 +316,14 @@ class Search:
 
     def extract(self, text: str) -> Extraction:
         """The candidate in a completion: a network class, or a cell for space=nb201."""
+        try:
+            return self._extract(text)
+        except Exception as exc:  # noqa: BLE001 - one unreadable answer must not stop the run
+            status = Status.INVALID_CELL if self.space == "nb201" else Status.SYNTAX_ERROR
+            return Extraction(source=None, class_name=None, status=status,
+                              error=f"could not read the answer ({type(exc).__name__}: {exc})")
+
+    def _extract(self, text: str) -> Extraction:
         if self.space != "nb201":
             return extract_network(text)
         from llmatic.nb201.arch import arch_string
@@ -630,6 +645,9 @@ class Search:
             )
         plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
         record = self.tell(state, plan, result, self.seed_source, 0)
+        if record["status"] != Status.OK.value:
+            raise RuntimeError(f"the seed could not enter the archive ({record['status']}: "
+                               f"{record['error']}); check descriptors.names")
         state.seed_elite = {
             "solution": self.seed_source, "objective": float(result.fitness),
             "candidate_id": cid, "val_accuracy": result.val_accuracy,
@@ -852,7 +870,20 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
             f"{run_dir} already holds a search ({HISTORY}); continue it with resume={run_dir} "
             "or choose a new hydra.run.dir"
         )
-    state = load_checkpoint(run_dir) if resume else None
+    state = None
+    if resume:
+        if (run_dir / CHECKPOINTS / LATEST).exists():
+            state = load_checkpoint(run_dir)
+        elif (run_dir / CONFIG).exists():
+            # Killed before the seed's checkpoint: nothing finished yet, so start over here.
+            log.warning("%s has no checkpoint yet (stopped during generation 0): starting "
+                        "the run over in the same directory", run_dir)
+            (run_dir / HISTORY).unlink(missing_ok=True)
+        else:
+            state = load_checkpoint(run_dir)  # raises: not a run directory
+    if cfg.get("space", "network") == "nb201":
+        # Absolute, so that `resume=` works from any directory.
+        cfg.nb201.table = str(Path(str(cfg.nb201.table)).expanduser().resolve())
     console = Console(stderr=True)
     search = Search(cfg, run_dir, console=console, sandbox=sandbox)
     from hydra.utils import instantiate

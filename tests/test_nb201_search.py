@@ -67,6 +67,33 @@ MESSY = [
                                     "        self.edge_3_2 = nor_conv_3x3(C)\n"
                                     "        self.edge_3_2 = skip_connect(C)\n"),
      ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "skip_connect")),
+    # deleted from __init__ only ("Delete a layer"): the edge is gone, i.e. none
+    (render_cell(SEED_CELL).replace("        self.edge_3_2 = nor_conv_3x3(C)\n", ""),
+     ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "none")),
+    # the parent echoed, then the child (as completion models do): the child, not a merge
+    (render_cell(SEED_CELL) + "\n\"\"\"Delete a layer to improve the above cell\"\"\"\n"
+     + render_cell(SEED_CELL, class_name="NewCell")
+     .replace("        self.edge_3_2 = nor_conv_3x3(C)\n", ""),
+     ("nor_conv_3x3", "none", "nor_conv_3x3", "none", "none", "none")),
+    # cut off at the token limit in the forward
+    ("```python\n" + render_cell(("skip_connect",) * 6).split("    def forward")[0]
+     + "    def forward(self, x0):\n        x1 = self.edge_1_0(x",
+     ("skip_connect",) * 6),
+    # a fenced class without forward, after prose
+    ("Here you go:\n```python\n" + render_cell(("nor_conv_1x1",) * 6).split("\n    def forward")[0]
+     + "\n```", ("nor_conv_1x1",) * 6),
+    # NAS-Bench-201's own module names, and a Sequential around one conv
+    (render_cell(SEED_CELL).replace("self.edge_1_0 = nor_conv_3x3(C)",
+                                    "self.edge_1_0 = ReLUConvBN(C, C, 1, 1, 0, 1)")
+     .replace("self.edge_2_0 = none(C)", "self.edge_2_0 = POOLING(C, C, 'avg')")
+     .replace("self.edge_3_0 = none(C)",
+              "self.edge_3_0 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, padding=1), "
+              "nn.BatchNorm2d(C))"),
+     ("nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "nor_conv_3x3")),
+    # several arch strings: the last one named; spaces around the separators
+    ("Changing |none~0|+|none~0|none~1|+|none~0|none~1|none~2| into "
+     "| nor_conv_3x3~0 | + | none~0 | none~1 | + | none~0 | none~1 | none~2 |",
+     ("nor_conv_3x3",) + ("none",) * 5),
 ]
 
 
@@ -80,12 +107,15 @@ def test_messy_answers_are_read_as_the_cell_they_mean(text, expected):
 @pytest.mark.parametrize(("text", "fragment"), [
     (render_cell(SEED_CELL).replace("none(C)", "sep_conv_5x5(C)", 1), "sep_conv_5x5"),
     (render_cell(SEED_CELL).replace("self.edge_3_2 = ", "self.edge_3_3 = "), "edge_3_3"),
-    (render_cell(SEED_CELL).replace("        self.edge_3_2 = nor_conv_3x3(C)\n", ""),
-     "self.edge_3_2 is used but never assigned"),
     ("I cannot help with that.", "no cell found"),
-    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2| or "
-     "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "2 different arch strings"),
     ("def f(:\n  pass", "no cell found"),
+    ("self.edge_3_2 = skip_connect(C)", "only 1 of the 6 edges"),
+    ("x = " + "-" * 200_000 + "1", "more than 100,000"),
+    ("self.edge_1_0 = " + "+".join(["a"] * 30_000), "nests too deeply"),
+    ("self.edge_1_0 = " + "(" * 5000 + ")" * 5000, "no cell found"),
+    ("```python\nclass Cell(nn.Module):\n    def __init__(self, C=16):\n"
+     "        super().__init__()\n        self.edge_1_0 = sep_conv_3x3(C)\n```",
+     "sep_conv_3x3"),
 ])
 def test_unreadable_cells_name_the_problem(text, fragment):
     ops, _, error = read_cell(text)
@@ -259,13 +289,22 @@ def test_missing_table_fails_fast_naming_the_key(tmp_path):
 
 
 def test_bad_nb201_values_are_config_errors(synthetic_csv):
-    from llmatic.config import ConfigError, validate_config
+    from llmatic.config import ConfigError, nb201_baselines, validate_config
+
+    one = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
+                         "nb201.baselines=rea")
+    validate_config(one)
+    assert nb201_baselines(one) == ["rea"]  # a bare name, not the letters r, e, a
+    with pytest.raises(ConfigError, match="describe NAS-Bench-201 cells"):
+        validate_config(compose_config("descriptors=nb201_ops"))
 
     for override, key in (("nb201.dataset=cifar1000", "nb201.dataset"),
                           ("nb201.seed_cell='|conv~0|'", "nb201.seed_cell"),
                           ("nb201.baselines=[random,bohb]", "nb201.baselines"),
                           ("nb201.rea.sample_size=20", "nb201.rea"),
-                          ("fitness=loss", "fitness")):
+                          ("fitness=loss", "fitness"),
+                          ("descriptors=width_depth_flops", "descriptors.names"),
+                          ("nb201.table=''", "nb201.table")):
         cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}", override)
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             validate_config(cfg)
@@ -369,3 +408,92 @@ def test_nb201_resume_continues_exactly(tmp_path, synthetic_csv):
     assert strip(read_history(tmp_path / "a")) == strip(read_history(tmp_path / "b"))
     for key in ("budget", "methods", "optimum_test_accuracy"):
         assert straight["nb201"][key] == resumed["nb201"][key]
+
+
+def _result(dataset, seed, test, table="nb201.csv", budget=2001, generator="rules"):
+    return {"dataset": dataset, "table": f"/data/{table}", "seed": seed, "budget": budget,
+            "optimum_test_accuracy": 94.37, "table_synthetic": False,
+            "methods": [{"method": "llmatic", "generator": generator, "test_accuracy": test,
+                         "first_500": {"in_top_1_percent": True}},
+                        {"method": "rea", "test_accuracy": test - 1}]}
+
+
+def test_report_groups_settings_and_skips_copies_and_unfinished_runs(tmp_path):
+    from rich.console import Console
+
+    from llmatic.nb201.report import ReportError, collect, main_report, table1
+
+    def put(name, data):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "nb201.json").write_text(json.dumps(data))
+
+    put("0", _result("cifar10", 0, 94.0))
+    put("1", _result("cifar10", 1, 94.2))
+    put("1_copy", _result("cifar10", 1, 94.2))  # the same run copied: counted once
+    put("2", _result("cifar10", 0, 90.0, table="other.csv"))  # never averaged with the others
+    (tmp_path / "3").mkdir()  # an unfinished run: named, left out
+    (tmp_path / "3" / "config.yaml").write_text("space: nb201\nnb201:\n  table: x\n")
+    console = Console(record=True, width=200)
+    result = main_report(tmp_path, console)
+    out = console.export_text()
+    assert "counted once" in out and "have no nb201.json" in out and str(tmp_path / "3") in out
+    rows = result["rows"]
+    mine = rows["LLMatic (this sweep, nb201.csv)"]["cifar10"]
+    assert mine["n"] == 2 and mine["mean"] == pytest.approx(94.1)
+    assert mine["std"] == pytest.approx(np.std([94.0, 94.2], ddof=1))
+    assert rows["LLMatic (this sweep, other.csv)"]["cifar10"]["n"] == 1
+    assert rows["REA (this sweep, nb201.csv)"]["cifar10"]["mean"] == pytest.approx(93.1)
+    assert "94.26 ± 0.13" in (tmp_path / "nb201_table1.md").read_text()
+    assert len(collect(tmp_path / "0")) == 1  # one run directory works too
+    assert table1([_result("cifar100", 0, 70.0)])["rows"]["LLMatic (this sweep)"]
+
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "nb201.json").write_text("[]")
+    with pytest.raises(ReportError, match="not an nb201 result"):
+        collect(tmp_path)
+    with pytest.raises(ReportError, match="no nb201.json"):
+        collect(tmp_path / "3")
+
+
+def test_table_path_is_saved_absolute_and_a_partial_table_must_hold_the_seed(
+        tmp_path, synthetic_csv, monkeypatch):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from llmatic.config import ConfigError
+    from llmatic.search import run_search
+
+    shutil.copy(synthetic_csv, tmp_path / "t.csv")
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("experiment=paper_nb201", "nb201.table=t.csv", "budget.generations=1",
+                         "budget.candidates_per_generation=5", "nb201.baselines=[]")
+    run_search(cfg, tmp_path / "run", show_progress=False)
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.nb201.table == str(tmp_path / "t.csv")  # resume works from any directory
+
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    (tmp_path / "part.csv").write_text("\n".join(lines[:3]) + "\n")  # comment, header, 1 row
+    cfg = compose_config("experiment=paper_nb201", "nb201.table=part.csv")
+    with pytest.raises(ConfigError, match="nb201.seed_cell=.* is not in the table"):
+        run_search(cfg, tmp_path / "run2", show_progress=False)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path,
+                                                                        synthetic_csv):
+    from llmatic.search import read_history, run_search
+
+    base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "budget.generations=2",
+            "budget.candidates_per_generation=10", "nb201.baselines=[]")
+    cfg = compose_config(*base)
+    straight = run_search(cfg, tmp_path / "a", show_progress=False)
+    # What a kill -9 during generation 0 leaves: the config and a partial history.
+    run = tmp_path / "b"
+    run.mkdir()
+    (run / "config.yaml").write_text((tmp_path / "a" / "config.yaml").read_text())
+    (run / "history.jsonl").write_text((tmp_path / "a" / "history.jsonl").read_text()
+                                       .splitlines()[0][:50])
+    resumed = run_search(compose_config(*base), run, resume=True, show_progress=False)
+    assert resumed["candidates"] == straight["candidates"] == 21
+    assert [r["arch"] for r in read_history(run)] == [r["arch"] for r in read_history(
+        tmp_path / "a")]

@@ -22,14 +22,19 @@ nothing. Readings that follow Python and what an LLM usually writes:
   ``ops.nor_conv_3x3``, ``OPS["nor_conv_3x3"]``) or a PyTorch module that *is* one
   (``nn.Identity()`` = skip_connect, ``nn.AvgPool2d(3, ...)`` = avg_pool_3x3,
   ``nn.Conv2d(C, C, 3, ...)`` = nor_conv_3x3, kernel 1 = nor_conv_1x1, ``None`` = none);
-* when an edge is assigned twice the last assignment counts, as in Python;
-* an edge that the code never mentions is ``none`` (the LLM deleted it); one that the forward
-  uses but ``__init__`` never assigns is an error;
-* text without such assignments but with one benchmark arch string (``|op~0|+...``) is read
-  as that cell.
+  NAS-Bench-201's own classes (``ReLUConvBN(C, C, 3, ...)``, ``POOLING(C, C, "avg")``,
+  ``Zero``) and an ``nn.Sequential`` around exactly one such module count too;
+* the cell is the *last* class that assigns edges (an answer that repeats its parent, or both
+  parents of a crossover, before its own cell is read as its own cell); an edge assigned
+  twice takes the last assignment, as in Python; an edge that class never assigns is ``none``
+  (the LLM deleted it); edges assigned outside any class count only when all six are;
+* a truncated tail (an answer cut off at the token limit) is dropped line by line until the
+  rest parses; fenced code blocks are read on their own, the last one first;
+* text without such assignments but with benchmark arch strings (``|op~0|+...``, spaces
+  allowed) is read as the last arch string it names.
 
-Anything else (unknown operations, edges the cell does not have, several conflicting
-readings) is an error naming the line and what to write instead.
+Anything else (unknown operations, edges the cell does not have, texts over
+:data:`MAX_CHARS`) is an error naming the line and what to write instead.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from llmatic.nb201.arch import EDGES, OPS, Arch, ArchStringError, parse_arch_str
 __all__ = ["CellError", "parse_cell", "read_cell", "render_cell"]
 
 _EDGE_RE = re.compile(r"^edge_(\d+)_(\d+)$")
-_ARCH_RE = re.compile(r"\|[A-Za-z0-9_]+~\d\|(?:[A-Za-z0-9_~|+]*)\|")
+_NODE = r"\|(?:[A-Za-z0-9_]+~\d\|)+"
+_ARCH_RE = re.compile(rf"{_NODE}\+{_NODE}\+{_NODE}")
 
 
 class CellError(ValueError):
@@ -132,6 +138,18 @@ def _operation(value: ast.expr) -> str | None:
         if name == "AvgPool2d":
             kernel = _literal_int(_call_arg(call, 0, "kernel_size"))
             return "avg_pool_3x3" if kernel == 3 else None
+        if name == "ReLUConvBN":  # NAS-Bench-201's conv: (C_in, C_out, kernel, ...)
+            kernel = _literal_int(_call_arg(call, 2, "kernel_size"))
+            return {1: "nor_conv_1x1", 3: "nor_conv_3x3"}.get(kernel)
+        if name == "POOLING":  # NAS-Bench-201's pool: (C_in, C_out, mode, ...)
+            mode = _call_arg(call, 2, "mode")
+            if isinstance(mode, ast.Constant) and mode.value == "avg":
+                return "avg_pool_3x3"
+            return None
+        if name == "Sequential":  # ReLU -> Conv -> BN and the like: the one op inside
+            inner = {_operation(a) for a in call.args if isinstance(a, ast.Call)}
+            inner.discard(None)
+            return inner.pop() if len(inner) == 1 else None
         if name == "Identity":
             return "skip_connect"
     return _ALIASES.get(_canonical(name))
@@ -145,130 +163,185 @@ def _describe(value: ast.expr) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: Longest answer read (a cell is about 1,000 characters; longer texts are refused unread).
+MAX_CHARS = 100_000
+#: Lines a truncated tail may lose before the rest is given up on.
+_MAX_DROPPED_LINES = 40
+_SPACED_ARCH_RE = re.compile(r"[ \t]*([|+~])[ \t]*")
+_FENCE_RE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.S)
+_CODE_START_RE = re.compile(r"^(?:class |import |from |def |#)", re.M)
+
+
 def _arch_string_in(text: str) -> Arch | None:
-    """The cell named by the one benchmark arch string in ``text`` (None if there is none)."""
-    readings = set()
-    for match in _ARCH_RE.finditer(text):
+    """The cell named by the last benchmark arch string in ``text`` (None if there is none)."""
+    last = None
+    for match in _ARCH_RE.finditer(_SPACED_ARCH_RE.sub(r"\1", text)):
         try:
-            readings.add(parse_arch_string(match.group(0)))
+            last = parse_arch_string(match.group(0))
         except ArchStringError:
             continue
-    if len(readings) > 1:
-        raise CellError(f"the text names {len(readings)} different arch strings; "
-                        "write exactly one cell")
-    return readings.pop() if readings else None
+    return last
 
 
 def parse_cell(source: str) -> Arch:
     """The 6 operations of the cell in ``source`` (Python text); raises :class:`CellError`."""
-    ops, error = _parse_cached(source)
+    ops, error, syntax = _parse_cached(source)
     if ops is None:
-        raise CellError(error)
+        raise (_Syntax if syntax else CellError)(error)
     return ops
 
 
 @functools.lru_cache(maxsize=8192)
-def _parse_cached(source: str) -> tuple[Arch | None, str | None]:
+def _parse_cached(source: str) -> tuple[Arch | None, str | None, bool]:
     """Parents are read again and again by the mutator: remember each text's reading."""
     try:
-        return _parse(source), None
+        return _parse(source), None, False
     except CellError as exc:
-        return None, str(exc)
+        return None, str(exc), isinstance(exc, _Syntax)
+    except (RecursionError, MemoryError):  # pathological nesting: refused, never a crash
+        return None, "the text nests too deeply to read as a cell", False
+
+
+class _Syntax(CellError):
+    """The text is not Python (a truncated tail may be the reason)."""
+
+
+def _edge_assignments(scope: ast.AST) -> list[tuple[ast.stmt, ast.Attribute]]:
+    """``self.edge_*`` assignments in ``scope`` (not in classes nested inside it), in order."""
+    found: list[tuple[ast.stmt, ast.Attribute]] = []
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.ClassDef):
+            continue
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                        and target.value.id == "self" and _EDGE_RE.match(target.attr)):
+                    found.append((node, target))
+        stack.extend(ast.iter_child_nodes(node))
+    return sorted(found, key=lambda item: (item[0].lineno, item[0].col_offset))
 
 
 def _parse(source: str) -> Arch:
+    if len(source) > MAX_CHARS:
+        raise CellError(f"the text has {len(source):,} characters (more than {MAX_CHARS:,}); "
+                        "a cell is about 1,000")
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as exc:
-        raise CellError(f"the cell is not valid Python ({exc})") from exc
-    assigned: dict[tuple[int, int], str] = {}
-    mentioned: set[tuple[int, int]] = set()
-    problems: list[str] = []
+        raise _Syntax(f"the cell is not valid Python ({exc})") from exc
     edges_text = ", ".join(f"edge_{t}_{s}" for t, s in EDGES)
-    # Assignments in source order, so the last one of an edge wins as in Python.
-    nodes = sorted(
-        (n for n in ast.walk(tree) if isinstance(n, ast.Assign | ast.AnnAssign | ast.Attribute)),
-        key=lambda n: (n.lineno, n.col_offset),
-    )
-    for node in nodes:
-        if isinstance(node, ast.Attribute):
-            match = _EDGE_RE.match(node.attr)
-            if match:
-                mentioned.add((int(match.group(1)), int(match.group(2))))
+    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    scopes = [(c, _edge_assignments(c)) for c in classes]
+    scopes = [(c, found) for c, found in scopes if found]
+    if scopes:  # the last class that assigns edges is the answer's cell
+        _, found = max(scopes, key=lambda item: item[0].lineno)
+        partial_ok = True
+    else:
+        found = _edge_assignments(tree)
+        partial_ok = False
+    assigned: dict[tuple[int, int], str] = {}
+    problems: list[str] = []
+    for node, target in found:
+        match = _EDGE_RE.match(target.attr)
+        edge = (int(match.group(1)), int(match.group(2)))
+        if edge not in EDGES:
+            problems.append(f"line {node.lineno}: self.{target.attr} is not an edge of the cell "
+                            f"(edges: {edges_text})")
             continue
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        for target in targets:
-            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                    and target.value.id == "self"):
-                continue
-            match = _EDGE_RE.match(target.attr)
-            if not match:
-                continue
-            edge = (int(match.group(1)), int(match.group(2)))
-            if edge not in EDGES:
-                problems.append(
-                    f"line {node.lineno}: self.{target.attr} is not an edge of the cell "
-                    f"(edges: {edges_text})"
-                )
-                continue
-            if node.value is None:
-                continue
+        if node.value is None:
+            continue
+        try:
             op = _operation(node.value)
-            if op is None:
-                problems.append(
-                    f"line {node.lineno}: self.{target.attr} = {_describe(node.value)} is not "
-                    f"a NAS-Bench-201 operation; use one of {', '.join(OPS)}"
-                )
-                continue
-            assigned[edge] = op
+        except RecursionError:
+            op = None
+        if op is None:
+            problems.append(
+                f"line {node.lineno}: self.{target.attr} = {_describe(node.value)} is not "
+                f"a NAS-Bench-201 operation; use one of {', '.join(OPS)}"
+            )
+            continue
+        assigned[edge] = op
     if problems:
         raise CellError("; ".join(problems[:3]) + ("" if len(problems) <= 3 else " ..."))
-    if not assigned:
-        ops = _arch_string_in(source)
-        if ops is not None:
-            return ops
-        raise CellError(
-            "no cell found: assign each edge in __init__, e.g. self.edge_1_0 = nor_conv_3x3(C) "
-            f"(edges: {edges_text}; operations: {', '.join(OPS)})"
-        )
-    unassigned = sorted(e for e in mentioned if e in EDGES and e not in assigned)
-    if unassigned:
-        names = ", ".join(f"self.edge_{t}_{s}" for t, s in unassigned)
-        raise CellError(f"{names} is used but never assigned; assign it an operation "
-                        f"({', '.join(OPS)}) or delete every use of it")
-    return tuple(assigned.get(edge, "none") for edge in EDGES)
+    if assigned and (partial_ok or len(assigned) == len(EDGES)):
+        return tuple(assigned.get(edge, "none") for edge in EDGES)
+    ops = _arch_string_in(source)
+    if ops is not None:
+        return ops
+    if assigned:
+        raise CellError(f"only {len(assigned)} of the 6 edges are assigned, outside any class: "
+                        "write the whole cell class")
+    raise CellError(
+        "no cell found: assign each edge in __init__, e.g. self.edge_1_0 = nor_conv_3x3(C) "
+        f"(edges: {edges_text}; operations: {', '.join(OPS)})"
+    )
+
+
+def _read_code(text: str) -> tuple[Arch | None, str | None]:
+    """Parse ``text``; if it is not Python, drop trailing lines (a cut-off tail) and retry."""
+    try:
+        return parse_cell(text), None
+    except _Syntax as exc:
+        error = str(exc)
+    except CellError as exc:
+        return None, str(exc)
+    lines = text.rstrip().split("\n")
+    for cut in range(1, min(_MAX_DROPPED_LINES, len(lines) - 1) + 1):
+        try:
+            return parse_cell("\n".join(lines[:-cut])), None
+        except _Syntax:
+            continue
+        except CellError as exc:
+            return None, str(exc)
+    return None, error
 
 
 def read_cell(text: str) -> tuple[Arch | None, str | None, str | None]:
-    """Read a cell from an LLM's raw completion: ``(ops, source, error)``.
+    """Read a cell from an LLM's raw completion: ``(ops, canonical source, error)``.
 
-    Messy text (prose, fences, chat tokens) is cleaned by :func:`llmatic.extract.extract_network`
-    first; when that finds no class, the raw text is read (an arch string alone is a cell).
+    Tried in order, the first reading wins: the whole text; its fenced code blocks (last
+    first); the text from its first line of code on; the network class that
+    :func:`llmatic.extract.extract_network` finds after cleaning chat tokens and prose; the
+    last arch string in the text. Never raises for any text.
     """
     from llmatic.extract import extract_network
 
-    try:  # clean Python (most answers): no need to clean it up first
-        ops = parse_cell(text)
-    except CellError:
-        pass
-    else:
-        return ops, render_cell(ops), None
-    ext = extract_network(text)
-    source = ext.source if ext.ok and ext.source else None
-    if source is not None:
-        try:
-            ops = parse_cell(source)
-        except CellError as exc:
-            return None, source, str(exc)  # code was found: say what is wrong with it
-        return ops, render_cell(ops), None
-    try:  # prose around an arch string
-        ops = _arch_string_in(text)
-    except CellError as exc:
-        return None, None, str(exc)
+    if len(text) > MAX_CHARS:
+        return None, None, (f"the answer has {len(text):,} characters (more than "
+                            f"{MAX_CHARS:,}); a cell is about 1,000")
+    pieces = [text, *reversed(_FENCE_RE.findall(text))]
+    first_code = _CODE_START_RE.search(text)
+    if first_code is not None and first_code.start() > 0:
+        pieces.append(text[first_code.start():])
+    errors: list[str] = []
+    for piece in pieces:
+        if not piece.strip():
+            continue
+        ops, error = _read_code(piece)
+        if ops is not None:
+            return ops, render_cell(ops), None
+        errors.append(error)
+    try:
+        ext = extract_network(text)
+    except (RecursionError, MemoryError):
+        ext = None
+    if ext is not None and ext.ok and ext.source:
+        ops, error = _read_code(ext.source)
+        if ops is not None:
+            return ops, render_cell(ops), None
+        errors.append(error)
+    ops = _arch_string_in(text)
     if ops is not None:
         return ops, render_cell(ops), None
+    # The most telling error: one about code that was found, else why none was.
+    specific = [e for e in errors if e and not e.startswith(("no cell found",
+                                                             "the cell is not valid Python"))]
+    if specific:
+        return None, None, specific[0]
     return None, None, (
         "no cell found: the answer holds neither a class assigning the edges "
         "(self.edge_1_0 = nor_conv_3x3(C), ...) nor an arch string (|op~0|+|op~0|op~1|+...)"
-        + (f"; {ext.error}" if ext.error else "")
     )

@@ -39,19 +39,46 @@ class ReportError(Exception):
     """Nothing to report (no nb201.json below the directory)."""
 
 
-def collect(root: str | Path) -> list[dict[str, Any]]:
-    """Every ``nb201.json`` below ``root`` (a multirun directory or one run)."""
+_REQUIRED = ("dataset", "table", "seed", "budget", "optimum_test_accuracy", "methods")
+
+
+def collect(root: str | Path, console: Any = None) -> list[dict[str, Any]]:
+    """Every ``nb201.json`` below ``root`` (a multirun directory or one run).
+
+    Unfinished nb201 runs (a config but no results) are named on ``console``, and a run
+    copied twice (same dataset, seed, table, budget and generator) counts once.
+    """
     root = Path(root)
     if not root.exists():
         raise ReportError(f"{root} does not exist")
-    runs = []
+    runs, seen = [], {}
     for path in sorted(root.rglob(RESULTS)):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ReportError(f"{path}: unreadable ({exc}); rerun that job") from exc
+        if not isinstance(data, dict) or any(k not in data for k in _REQUIRED) or not all(
+                isinstance(m, dict) and "method" in m for m in data.get("methods") or []):
+            raise ReportError(f"{path}: not an nb201 result (needs {list(_REQUIRED)}); "
+                              "was it written by llmatic?")
         data["run_dir"] = str(path.parent)
+        llm = next((m.get("generator") for m in data["methods"] if m["method"] == "llmatic"),
+                   None)
+        key = (data["dataset"], data["seed"], data["table"], data["budget"], llm)
+        if key in seen:
+            if console is not None:
+                console.print(f"[yellow]{path.parent} repeats {seen[key]} (same dataset, "
+                              "seed, table, budget and generator): counted once[/]")
+            continue
+        seen[key] = str(path.parent)
         runs.append(data)
+    unfinished = [p.parent for p in sorted(root.rglob("config.yaml"))
+                  if not (p.parent / RESULTS).exists() and "space: nb201" in p.read_text()]
+    if unfinished and console is not None:
+        console.print(f"[yellow]{len(unfinished)} nb201 run(s) below {root} have no {RESULTS} "
+                      "(unfinished or interrupted; left out, finish them with "
+                      f"`llmatic resume=DIR`): {', '.join(str(u) for u in unfinished[:5])}"
+                      f"{' ...' if len(unfinished) > 5 else ''}[/]")
     if not runs:
         raise ReportError(
             f"no {RESULTS} below {root}: point at the directory of an nb201 sweep, e.g. "
@@ -69,17 +96,36 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var)
 
 
+def _setting(run: dict[str, Any]) -> dict[str, str]:
+    """What must match for runs to be averaged together (besides dataset and method)."""
+    llm = next((m.get("generator") for m in run["methods"] if m["method"] == "llmatic"), "")
+    return {"table": Path(str(run["table"])).name, "budget": f"{run['budget']} candidates",
+            "generator": str(llm or "").split(" (")[0]}
+
+
 def table1(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows ``label -> dataset -> {mean, std, n, top1_first500}`` for this sweep and the paper."""
+    """Rows ``label -> dataset -> {mean, std, n, top1_first500}`` for this sweep and the paper.
+
+    Runs are averaged per method and dataset; when the runs differ in table, budget or
+    generator, each setting gets its own rows (never averaged together).
+    """
+    settings = [_setting(run) for run in runs]
+    varying = [k for k in ("table", "budget", "generator")
+               if len({s[k] for s in settings}) > 1]
     tests: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     first: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    optimum: dict[str, float] = {}
+    optimum: dict[str, dict[str, float]] = defaultdict(dict)
     generators = set()
-    for run in runs:
+    order = {"LLMatic": 0, "REA": 1, "Random": 2}
+    for run, setting in zip(runs, settings, strict=True):
         dataset = run["dataset"]
-        optimum[dataset] = max(optimum.get(dataset, -1.0), float(run["optimum_test_accuracy"]))
+        suffix = ", ".join(setting[k] for k in varying)
+        where = f"this sweep{', ' + suffix if suffix else ''}"
+        opt_label = f"Optimum (table{' ' + setting['table'] if 'table' in varying else 's used'})"
+        optimum[opt_label][dataset] = max(optimum[opt_label].get(dataset, -1.0),
+                                          float(run["optimum_test_accuracy"]))
         for m in run["methods"]:
-            label = _LABEL.get(m["method"], m["method"]) + " (this sweep)"
+            label = f"{_LABEL.get(m['method'], m['method'])} ({where})"
             if m["method"] == "llmatic" and m.get("generator"):
                 generators.add(m["generator"])
             if m.get("test_accuracy") is not None:
@@ -87,16 +133,15 @@ def table1(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if m.get("first_500"):
                 first[label][dataset].append(bool(m["first_500"]["in_top_1_percent"]))
     rows: dict[str, dict[str, Any]] = {}
-    for label in sorted(tests, key=lambda k: ["LLMatic", "REA", "Random"].index(k.split()[0])
-                        if k.split()[0] in ("LLMatic", "REA", "Random") else 9):
+    for label in sorted(tests, key=lambda k: (order.get(k.split()[0], 9), k)):
         rows[label] = {}
         for dataset, values in tests[label].items():
             mean, std = _mean_std(values)
             hits = first[label].get(dataset, [])
             rows[label][dataset] = {"mean": mean, "std": std, "n": len(values),
                                     "top1_first500": (sum(hits), len(hits))}
-    rows["Optimum (tables used)"] = {d: {"mean": v, "std": None, "n": 1}
-                                     for d, v in optimum.items()}
+    for label, cells in optimum.items():
+        rows[label] = {d: {"mean": v, "std": None, "n": 1} for d, v in cells.items()}
     for label, cells in PAPER_ROWS.items():
         rows[label] = {d: {"mean": m, "std": s, "n": None} for d, (m, s) in cells.items()}
     tables = sorted({run["table"] for run in runs})
@@ -139,7 +184,7 @@ def main_report(root: str | Path, console: Any = None) -> dict[str, Any]:
     from rich.table import Table
 
     console = console or Console(width=max(Console().width, 110))
-    result = table1(collect(root))
+    result = table1(collect(root, console))
     view = Table(title=f"NAS-Bench-201 test accuracy (%), Table 1 of the paper vs. "
                        f"{result['runs']} runs below {root}")
     view.add_column("method")
@@ -150,7 +195,8 @@ def main_report(root: str | Path, console: Any = None) -> dict[str, Any]:
         view.add_row(label, *(_cell(cells.get(d)) for d in DATASETS), style=style)
     console.print(view)
     for label, cells in result["rows"].items():
-        hits = {d: v["top1_first500"] for d, v in cells.items() if v.get("top1_first500")}
+        hits = {d: v["top1_first500"] for d, v in cells.items()
+                if v.get("top1_first500") and v["top1_first500"][1]}
         if hits:
             console.print(f"{label}: best of the first 500 candidates in the table's top 1% "
                           "(validation): " + ", ".join(f"{_HEAD[d]} {a}/{b}"

@@ -9,6 +9,7 @@ same for the first 500 candidates.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | N
         test_accuracy=float(entry.test_accuracy),
         valid_percentile=float(table.valid_percentile(entry.valid_accuracy)),
     )
-    if best_first is not None:
+    if best_first is not None and len(evaluated) >= FIRST:
         first = table.lookup(best_first[1])
         row["first_500"] = {
             "arch": arch_string(best_first[1]),
@@ -67,6 +68,7 @@ def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | N
 
 def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]:
     """Summarise the search, run the configured baselines, write ``nb201.json``."""
+    from llmatic.config import nb201_baselines
     from llmatic.nb201.baselines import random_search, regularized_evolution
     from llmatic.search import _atomic_write_bytes, read_history
 
@@ -91,8 +93,9 @@ def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]
         result = search.lookup.evaluate(cell)
         return result.fitness
 
-    for k, name in enumerate(nb.get("baselines") or []):
-        rng = np.random.default_rng([int(cfg.seed), 201, k])
+    for name in nb201_baselines(cfg):
+        # Seeded by name: a baseline's result does not depend on which others run.
+        rng = np.random.default_rng([int(cfg.seed), 201, zlib.crc32(name.encode())])
         if name == "random":
             history = random_search(fitness, budget, rng)
         else:
