@@ -21,8 +21,10 @@ evaluator ran it.
 from __future__ import annotations
 
 import abc
+import atexit
 import queue
 import tempfile
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,37 @@ class _DispatchingEvaluator(Evaluator):
             self._pool = None
 
 
+_SHARED: dict[tuple[float, int | None, int], Sandbox] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: int) -> Sandbox:
+    """This process's pre-warmed sandbox server for these limits (started on first use).
+
+    Hydra's basic launcher runs the jobs of a sweep one after another in one process; they
+    share one server instead of importing torch and Lightning again for every job (seconds
+    each). The server never runs candidate code itself: every candidate still gets a fresh
+    child forked from it. The servers stop when the process exits.
+    """
+    key = (float(timeout_s), None if memory_mb is None else int(memory_mb), int(torch_threads))
+    with _SHARED_LOCK:
+        box = _SHARED.get(key)
+        if box is None:
+            if not _SHARED:
+                atexit.register(_close_shared)
+            box = _SHARED[key] = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
+                                         torch_threads=torch_threads)
+    return box
+
+
+def _close_shared() -> None:
+    with _SHARED_LOCK:
+        boxes = list(_SHARED.values())
+        _SHARED.clear()
+    for box in boxes:
+        box.close()
+
+
 def _visible_gpus() -> list[str]:
     import os
 
@@ -102,7 +135,8 @@ class PoolEvaluator(_DispatchingEvaluator):
             (CPU only), or a list of GPU ids.
         gpus_per_worker: GPUs bound to each slot (``trainer=ddp`` trains one candidate on
             all of them, one rank each); the GPUs are split into groups of this size.
-        sandbox: An already started sandbox server to use (it is not closed here).
+        sandbox: An already started sandbox server to use (it is not closed here); by
+            default the process's own (:func:`process_sandbox`).
     """
 
     def __init__(self, *, workers: int = 2, gpus: Any = "auto", gpus_per_worker: int = 1,
@@ -116,13 +150,12 @@ class PoolEvaluator(_DispatchingEvaluator):
         self.gpus_option = gpus
         self.gpus_per_worker = int(gpus_per_worker)
         self.sandbox = sandbox
-        self.owns_sandbox = sandbox is None
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
         """Start the sandbox server (in the background) and the dispatch threads."""
-        if self.sandbox is None:
-            self.sandbox = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                                   torch_threads=torch_threads)
+        if self.sandbox is None:  # the process's server: later runs here reuse it
+            self.sandbox = process_sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
+                                           torch_threads=torch_threads)
         self.sandbox.start()
         if self.gpus_option == "auto":
             gpus = _visible_gpus()
@@ -142,11 +175,12 @@ class PoolEvaluator(_DispatchingEvaluator):
         return self.sandbox.run(job, job_dir, cuda_devices=gpu)
 
     def close(self) -> None:
-        """Wait for running jobs, then stop the server if this evaluator started it."""
+        """Wait for running jobs.
+
+        The server stays up for the process's next search (:func:`process_sandbox`), or
+        with whoever lent it.
+        """
         self._shutdown_pool()
-        if self.owns_sandbox and self.sandbox is not None:
-            self.sandbox.close()
-            self.sandbox = None
 
 
 class LocalEvaluator(PoolEvaluator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 from conftest import SMOKE, compose_config
@@ -43,3 +44,38 @@ def test_ray_matches_local(local_run, tmp_path):
     run_search(compose_config(*ARGS, "evaluator=ray", "evaluator.workers=2",
                               "evaluator.num_cpus=0.5"), tmp_path, show_progress=False)
     assert _result(tmp_path) == local_run
+
+
+def test_searches_in_one_process_share_one_server_that_dies_with_the_process(tmp_path):
+    """A sweep's jobs (Hydra's basic launcher: one process) pay the server's imports once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import json, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import compose_config
+from llmatic import evaluators
+from llmatic.search import read_history, run_search
+out = []
+for i in range(2):
+    t = time.perf_counter()
+    cfg = compose_config("budget=smoke", "budget.generations=1",
+                         "budget.candidates_per_generation=2", f"seed={{i}}")
+    s = run_search(cfg, {str(tmp_path)!r} + f"/r{{i}}", show_progress=False)
+    out.append({{"seconds": time.perf_counter() - t, "ok": s["status_counts"].get("ok"),
+                "servers": [b._proc.pid for b in evaluators._SHARED.values()]}})
+print("RESULT " + json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ,
+                                            "LLMATIC_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    first, second = json.loads(line[len("RESULT "):])
+    assert first["ok"] == second["ok"] == 3
+    assert first["servers"] == second["servers"] and len(first["servers"]) == 1
+    assert second["seconds"] < first["seconds"] / 2  # no second import of torch/Lightning
+    assert not Path(f"/proc/{first['servers'][0]}").exists()  # stopped at exit
