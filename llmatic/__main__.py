@@ -50,7 +50,10 @@ def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
         sweep = Path(hydra_cfg.sweep.dir).name
         cfg.logger.group = f"{cfg.get('experiment_name') or 'sweep'}-{sweep}"
     if cfg.logger.get("name") is None:
-        cfg.logger.name = (f"{cfg.ablation.name}-p{cfg.operators.p_mutation}-seed{cfg.seed}")
+        name = f"{cfg.ablation.name}-p{cfg.operators.p_mutation}-seed{cfg.seed}"
+        if cfg.get("space", "network") == "nb201":  # a sweep covers three datasets
+            name = f"nb201-{cfg.nb201.dataset}-{name}"
+        cfg.logger.name = name
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")

@@ -497,3 +497,16 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
     assert resumed["candidates"] == straight["candidates"] == 21
     assert [r["arch"] for r in read_history(run)] == [r["arch"] for r in read_history(
         tmp_path / "a")]
+
+
+def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, capsys):
+    from llmatic.final import main as final_main
+    from llmatic.search import run_search
+
+    cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
+                         "budget.generations=1", "budget.candidates_per_generation=5",
+                         "nb201.baselines=[]")
+    run_search(cfg, tmp_path / "run", show_progress=False)
+    assert final_main([str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "NAS-Bench-201" in err and "llmatic-nb201 report" in err
