@@ -1,0 +1,58 @@
+"""The GPU paths. CI has no GPU, so these skip there; `benchmarks/gpu_check.sh` runs the same
+paths by hand on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from llmatic.device_data import DeviceBatches, ReferenceBatches
+from llmatic.seed import seed_network
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (CI machines have none)")
+
+NORM = {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
+
+
+def test_device_batches_on_the_gpu_equal_the_cpu_reference():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(40, 3, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 10, size=40).astype(np.int64)
+    kw = dict(batch_size=16, crop_pad=2, flip=True, seed=1, **NORM)
+    gpu, ref = DeviceBatches(x, y, device="cuda", **kw), ReferenceBatches(x, y, **kw)
+    for epoch in range(2):
+        gpu.set_epoch(epoch)
+        for (a, ya), (b, yb) in zip(gpu, ref.from_plan(gpu.plan(epoch)), strict=True):
+            assert a.device.type == "cuda" and a.dtype == torch.float32
+            np.testing.assert_array_equal(ya.cpu().numpy(), yb.numpy())
+            np.testing.assert_allclose(a.cpu().numpy(), b.numpy(), rtol=0, atol=1e-5)
+
+
+def _evaluate(tmp_path, *overrides, env=None):
+    net = tmp_path / "net.py"
+    net.write_text(seed_network((1, 8, 8), 10))
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmatic.evaluate_cli", str(net), "budget.epochs=3",
+         *overrides],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_sandboxed_candidate_trains_on_the_gpu(tmp_path):
+    result = _evaluate(tmp_path, "trainer=gpu")
+    assert result["status"] == "ok", result
+    assert result["val_accuracy"] > 0.15  # chance is 0.1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_ddp_on_two_gpus_inside_the_sandbox(tmp_path):
+    result = _evaluate(tmp_path, "trainer=ddp", env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert result["status"] == "ok", result
