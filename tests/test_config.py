@@ -25,6 +25,11 @@ GROUPS = {
 def test_every_option_composes(group, option):
     cfg = compose_config(f"{group}={option}")
     assert cfg[group] is not None
+    if (group, option) == ("descriptors", "nb201_ops"):  # cell-only: refused for networks
+        with pytest.raises(ConfigError, match="describe NAS-Bench-201 cells"):
+            validate_config(cfg)
+        cfg = compose_config(f"{group}={option}", "experiment=paper_nb201",
+                             f"nb201.table={__file__}")  # validation only checks it exists
     if group != "llm":
         validate_config(cfg)
 
