@@ -24,7 +24,8 @@ with a ``reason``):
 ``workers2_vs_1``
     Candidates per minute of the same search (same seed, same candidates) with
     ``sandbox.workers=2`` / with 1, timed over the generations only (seed evaluation and
-    process start-up excluded). Target >= 1.8 on 2 cores.
+    process start-up excluded). Target >= 1.8 on 2 cores. ``details`` also has the ratio
+    with ``pipeline_generations=true`` (loop seconds, workers 1 / workers 2).
 ``gpu_data_vs_dataloader``
     DataLoader epoch time / ``llmatic.device_data.DeviceBatches`` epoch time on the GPU;
     null without CUDA or without ``DeviceBatches``.
@@ -478,6 +479,10 @@ def bench_searches(args: argparse.Namespace, mach: dict[str, Any]
         for workers in (1, 2):
             runs[workers] = timed_search(base + [f"sandbox.workers={workers}"],
                                          Path(tmp) / f"w{workers}")
+        # The same with pipeline_generations=true (no slot waits for a generation's slowest
+        # candidate); other parents, so compared with itself: loop seconds, workers 2 vs 1.
+        piped = {w: timed_search(base + [f"sandbox.workers={w}", "pipeline_generations=true"],
+                                 Path(tmp) / f"p{w}") for w in (1, 2)}
     per_gen = args.candidates
     rates = {}
     for w, run in runs.items():
@@ -497,6 +502,11 @@ def bench_searches(args: argparse.Namespace, mach: dict[str, Any]
             "generation_s_workers1": [round(t, 3) for t in runs[1]["gen_times"]],
             "generation_s_workers2": [round(t, 3) for t in runs[2]["gen_times"]],
             "same_candidate_statuses": same,
+            "pipeline_generations_ratio": round(
+                float(piped[1]["summary"]["wall_seconds"])
+                / float(piped[2]["summary"]["wall_seconds"]), 4),
+            "pipeline_generations_loop_s": {
+                str(w): round(float(r["summary"]["wall_seconds"]), 3) for w, r in piped.items()},
         },
     )
     b_cold = overhead_breakdown(cold, 1)
@@ -681,6 +691,11 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines.append(f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}), torch {m['torch']}, "
                  f"GPU {m['gpu']}, load {m['load_average_1m']}")
+    wd = result["workers2_vs_1"].get("details") or {}
+    if wd.get("pipeline_generations_ratio") is not None:
+        lines.append(f"workers2_vs_1 with pipeline_generations=true: "
+                     f"{wd['pipeline_generations_ratio']} (loop seconds "
+                     f"{wd['pipeline_generations_loop_s']})")
     fo = result["framework_overhead"].get("details")
     if fo:
         b = fo["workers1"]

@@ -78,6 +78,9 @@ class SearchState:
     population: ElitistPopulation | None = None
     #: The seed network as an elite record (the parent of ``random_generation``).
     seed_elite: dict[str, Any] | None = None
+    #: ``pipeline_generations``: the plans of the next generation, made before this
+    #: checkpoint's generation was told (None otherwise).
+    pending_plans: list | None = None
 
     @property
     def parents(self) -> NetworkArchive | ElitistPopulation:
@@ -159,6 +162,17 @@ class Plan:
     parents: list[dict[str, Any]]
     warmup: bool
     request: GenerationRequest | None = None
+
+
+@dataclass
+class _InFlight:
+    """A generation that is generated and submitted but not yet told."""
+
+    generation: int
+    plans: list[Plan]
+    jobs: list[tuple[Plan, Completion, Any]] = field(default_factory=list)
+    futures: list[Future] = field(default_factory=list)
+    gen_seconds: float = 0.0
 
 
 class Search:
@@ -463,11 +477,15 @@ class Search:
     # -- one generation ---------------------------------------------------------------------
     def run_generation(self, state: SearchState, generation: int, progress: Any = None) -> None:
         """Plan, generate, extract, evaluate and tell one generation."""
-        plans = self.plan(state, generation)
+        self.finish_generation(state, self.start_generation(state, generation, progress))
+
+    def start_generation(self, state: SearchState, generation: int, progress: Any = None,
+                         plans: list[Plan] | None = None) -> _InFlight:
+        """Plan (unless ``plans`` are given), generate and submit one generation."""
+        if plans is None:
+            plans = self.plan(state, generation)
         chunk = int(self.cfg.sandbox.get("overlap_chunk", 0) or 0) or len(plans)
-        jobs: list[tuple[Plan, Completion, Any]] = []
-        futures: list[Future] = []
-        gen_seconds = 0.0
+        flight = _InFlight(generation=generation, plans=plans)
         # Generate chunk by chunk and start evaluating each chunk at once, so training
         # overlaps with the LLM writing the rest of the generation.
         for start in range(0, len(plans), chunk):
@@ -479,30 +497,33 @@ class Search:
                 log.warning("generator failed for generation %d: %s", generation, exc)
                 completions = [Completion(text="", error=f"{type(exc).__name__}: {exc}")
                                for _ in part]
-            gen_seconds += time.perf_counter() - t0
+            flight.gen_seconds += time.perf_counter() - t0
             if len(completions) != len(part):
                 raise RuntimeError(
                     f"{self.generator.name} returned {len(completions)} completions for "
                     f"{len(part)} prompts"
                 )
             for plan, completion in zip(part, completions, strict=True):
-                _account(state.llm_totals, completion)
                 ext = self.extract(completion.text) if completion.ok else None
                 text = ext.source if (ext is not None and ext.source) else completion.text
                 # A cell is fully described by its arch string in the history; its text is kept
                 # only when it could not be read (to see what the LLM wrote).
                 if self.space != "nb201" or ext is None or not ext.ok:
                     self._source_path(plan.candidate_id, generation).write_text(text or "")
-                jobs.append((plan, completion, ext))
-                futures.append(self._start(plan, completion, ext, progress))
-        results = [f.result() for f in futures]
-        state.generate_seconds += gen_seconds
-        # Tell, in candidate order.
+                flight.jobs.append((plan, completion, ext))
+                flight.futures.append(self._start(plan, completion, ext, progress))
+        return flight
+
+    def finish_generation(self, state: SearchState, flight: _InFlight) -> None:
+        """Wait for a started generation and tell its results, in candidate order."""
+        results = [f.result() for f in flight.futures]
+        state.generate_seconds += flight.gen_seconds
         records = []
-        per_candidate_gen = gen_seconds / max(1, len(plans))
-        for (plan, completion, ext), result in zip(jobs, results, strict=True):
+        per_candidate_gen = flight.gen_seconds / max(1, len(flight.plans))
+        for (plan, completion, ext), result in zip(flight.jobs, results, strict=True):
+            _account(state.llm_totals, completion)
             source = ext.source if ext is not None and ext.source else None
-            record = self.tell(state, plan, result, source, generation)
+            record = self.tell(state, plan, result, source, flight.generation)
             if self.space == "nb201" and ext is not None and ext.ok:
                 record["source_file"] = None
             # Everything measured in seconds lives in `timings` (ignored when comparing runs).
@@ -942,10 +963,27 @@ def _loop(search: Search, state: SearchState, metrics_logger: Any, console: Any,
             def advance() -> None:
                 bar.advance(task)
 
+        pipeline = bool(cfg.get("pipeline_generations", False))
+        flight = None
         for generation in range(state.generation + 1, generations + 1):
             started = time.perf_counter()
             bar.update(task, description=f"gen {generation}/{generations}")
-            search.run_generation(state, generation, progress=_Advance)
+            if not pipeline:
+                search.run_generation(state, generation, progress=_Advance)
+            else:
+                # Generation g+1 is planned from the archives after generation g-1 and starts
+                # while generation g's last candidates still run: no slot waits for the
+                # slowest candidate. Deterministic: plans never depend on timing.
+                if flight is None:
+                    pending = getattr(state, "pending_plans", None)
+                    flight = search.start_generation(state, generation, _Advance, plans=pending)
+                state.pending_plans = search.plan(state, generation + 1)
+                following = None
+                if generation < generations:
+                    following = search.start_generation(state, generation + 1, _Advance,
+                                                        plans=state.pending_plans)
+                search.finish_generation(state, flight)
+                flight = following
             state.generation = generation
             state.wall_seconds += time.perf_counter() - started
             metrics = search.generation_metrics(state, generation)

@@ -38,18 +38,34 @@ def _archives(run_dir):
             prm["index"][order].tolist(), prm["objective"][order].tolist())
 
 
+_REFERENCES: dict[tuple[str, ...], object] = {}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reference")
-    proc = _llmatic(*ARGS, f"hydra.run.dir={root / 'run'}", cwd=root)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
-    return root / "run"
+    """The uninterrupted run for a set of extra arguments (made once per module)."""
+
+    def get(*extra):
+        if extra not in _REFERENCES:
+            root = tmp_path_factory.mktemp("reference")
+            proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={root / 'run'}", cwd=root)
+            assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+            _REFERENCES[extra] = root / "run"
+        return _REFERENCES[extra]
+
+    return get
 
 
-@pytest.mark.parametrize("kill_at_lines", [1, 9])
-def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kill_at_lines):
+@pytest.mark.parametrize(("kill_at_lines", "extra"), [
+    (1, ()), (9, ()),
+    # pipelined generations: the checkpoint also holds the next generation's plans
+    (9, ("pipeline_generations=true",)),
+])
+def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kill_at_lines,
+                                                       extra):
+    reference = reference(*extra)
     run_dir = tmp_path / "run"
-    proc = _llmatic(*ARGS, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     history = run_dir / "history.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -510,3 +510,35 @@ def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, 
     assert final_main([str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "NAS-Bench-201" in err and "llmatic-nb201 report" in err
+
+
+def test_pipelined_generations_are_deterministic_and_extend_exactly(tmp_path, synthetic_csv):
+    """pipeline_generations=true: generation g+1 is planned before g is told (stale by one)."""
+    from llmatic.search import read_history, run_search
+
+    base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.baselines=[]",
+            "budget.candidates_per_generation=30", "pipeline_generations=true")
+
+    def strip(run):
+        return [{k: v for k, v in r.items() if k != "timings"} for r in read_history(run)]
+
+    run_search(compose_config(*base, "budget.generations=5"), tmp_path / "a",
+               show_progress=False)
+    run_search(compose_config(*base, "budget.generations=5"), tmp_path / "b",
+               show_progress=False)
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+    # Extending a finished run continues with the plans it had already made.
+    run_search(compose_config(*base, "budget.generations=2"), tmp_path / "c",
+               show_progress=False)
+    run_search(compose_config(*base, "budget.generations=5"), tmp_path / "c", resume=True,
+               show_progress=False)
+    assert strip(tmp_path / "c") == strip(tmp_path / "a")
+    # Generation 2's parents were chosen before generation 1 was told: another search.
+    run_search(compose_config(*base[:-1], "budget.generations=5"), tmp_path / "plain",
+               show_progress=False)
+    plain, piped = strip(tmp_path / "plain"), strip(tmp_path / "a")
+    assert plain[:31] == piped[:31]  # the seed and generation 1 are the same
+    assert plain[31:] != piped[31:]
+    # Generation 2 was planned when only the seed (candidate 0) had been told.
+    assert {p for r in piped[31:61] for p in r["parents"]} == {0}
+    assert {p for r in plain[31:61] for p in r["parents"]} - {0}
