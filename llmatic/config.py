@@ -112,6 +112,9 @@ def validate_config(cfg: DictConfig) -> None:
     need(fmt != "chat" or cfg.operators.get("chat") is not None, "operators.chat",
          "llm.prompt_format=chat needs operators.chat templates (system, mutation, crossover)")
     _validate_ddp(cfg)
+    pipeline = cfg.get("pipeline_generations", False)
+    need(isinstance(pipeline, bool), "pipeline_generations",
+         f"must be true or false, got {pipeline!r}")
     space = cfg.get("space", "network")
     need(space in ("network", "nb201"), "space", f"must be network or nb201, got {space!r}")
     if space == "nb201":

@@ -61,6 +61,7 @@ def test_paper_budget_and_instructions():
         (("trainer=ddp", "trainer.strategy=ddp_spawn"), "trainer.strategy"),
         (("trainer=ddp", "evaluator.gpus_per_worker=0"), "evaluator.gpus_per_worker"),
         ("space=cells", "space"),
+        ("pipeline_generations=sometimes", "pipeline_generations"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
