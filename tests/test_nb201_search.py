@@ -86,10 +86,13 @@ MESSY = [
     (render_cell(SEED_CELL).replace("self.edge_1_0 = nor_conv_3x3(C)",
                                     "self.edge_1_0 = ReLUConvBN(C, C, 1, 1, 0, 1)")
      .replace("self.edge_2_0 = none(C)", "self.edge_2_0 = POOLING(C, C, 'avg')")
+     .replace("self.edge_3_1 = none(C)",
+              "self.edge_3_1 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)")
      .replace("self.edge_3_0 = none(C)",
               "self.edge_3_0 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, padding=1), "
               "nn.BatchNorm2d(C))"),
-     ("nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "nor_conv_3x3")),
+     ("nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3",
+      "nor_conv_3x3")),
     # several arch strings: the last one named; spaces around the separators
     ("Changing |none~0|+|none~0|none~1|+|none~0|none~1|none~2| into "
      "| nor_conv_3x3~0 | + | none~0 | none~1 | + | none~0 | none~1 | none~2 |",
@@ -108,6 +111,8 @@ def test_messy_answers_are_read_as_the_cell_they_mean(text, expected):
     (render_cell(SEED_CELL).replace("none(C)", "sep_conv_5x5(C)", 1), "sep_conv_5x5"),
     (render_cell(SEED_CELL).replace("self.edge_3_2 = ", "self.edge_3_3 = "), "edge_3_3"),
     ("I cannot help with that.", "no cell found"),
+    (render_cell(SEED_CELL).replace("none(C)", "nn.Conv2d(C, C, 3, stride=2)", 1), "stride=2"),
+    (render_cell(SEED_CELL).replace("none(C)", "nn.AvgPool2d(3)", 1), "AvgPool2d(3)"),
     ("def f(:\n  pass", "no cell found"),
     ("self.edge_3_2 = skip_connect(C)", "only 1 of the 6 edges"),
     ("x = " + "-" * 200_000 + "1", "more than 100,000"),

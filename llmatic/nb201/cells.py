@@ -20,8 +20,9 @@ nothing. Readings that follow Python and what an LLM usually writes:
 
 * ``self.edge_J_I = op(...)`` where ``op`` names an operation (``nor_conv_3x3``,
   ``ops.nor_conv_3x3``, ``OPS["nor_conv_3x3"]``) or a PyTorch module that *is* one
-  (``nn.Identity()`` = skip_connect, ``nn.AvgPool2d(3, ...)`` = avg_pool_3x3,
-  ``nn.Conv2d(C, C, 3, ...)`` = nor_conv_3x3, kernel 1 = nor_conv_1x1, ``None`` = none);
+  (``nn.Identity()`` = skip_connect, ``nn.AvgPool2d(3, stride=1, padding=1)`` = avg_pool_3x3,
+  ``nn.Conv2d(C, C, 3, padding=1)`` = nor_conv_3x3, kernel 1 = nor_conv_1x1, ``None`` = none;
+  a stride other than 1 changes the resolution, which no cell operation does);
   NAS-Bench-201's own classes (``ReLUConvBN(C, C, 3, ...)``, ``POOLING(C, C, "avg")``,
   ``Zero``) and an ``nn.Sequential`` around exactly one such module count too;
 * the cell is the *last* class that assigns edges (an answer that repeats its parent, or both
@@ -132,12 +133,17 @@ def _operation(value: ast.expr) -> str | None:
     if name is None:
         return None
     if call is not None:  # torch modules that are one of the benchmark's operations
-        if name in ("Conv2d", "LazyConv2d"):
-            kernel = _literal_int(_call_arg(call, 2 if name == "Conv2d" else 1, "kernel_size"))
+        if name in ("Conv2d", "LazyConv2d"):  # stride 1: a cell keeps its resolution
+            first = 2 if name == "Conv2d" else 1
+            kernel = _literal_int(_call_arg(call, first, "kernel_size"))
+            stride = _call_arg(call, first + 1, "stride")
+            if stride is not None and _literal_int(stride) != 1:
+                return None
             return {1: "nor_conv_1x1", 3: "nor_conv_3x3"}.get(kernel)
-        if name == "AvgPool2d":
-            kernel = _literal_int(_call_arg(call, 0, "kernel_size"))
-            return "avg_pool_3x3" if kernel == 3 else None
+        if name == "AvgPool2d":  # the benchmark's pool: 3x3, stride 1 (PyTorch's default
+            kernel = _literal_int(_call_arg(call, 0, "kernel_size"))  # stride is the kernel)
+            stride = _literal_int(_call_arg(call, 1, "stride"))
+            return "avg_pool_3x3" if kernel == 3 and stride == 1 else None
         if name == "ReLUConvBN":  # NAS-Bench-201's conv: (C_in, C_out, kernel, ...)
             kernel = _literal_int(_call_arg(call, 2, "kernel_size"))
             return {1: "nor_conv_1x1", 3: "nor_conv_3x3"}.get(kernel)
