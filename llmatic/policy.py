@@ -71,6 +71,14 @@ FORBIDDEN_PATHS = (
 )
 
 
+#: Attribute names never allowed on anything: each reaches a module that escapes the sandbox
+#: (``torch.os``, ``np.ctypes``, an alias ``t = torch; t.distributed``), whatever the object.
+FORBIDDEN_ATTRS = frozenset({
+    "os", "sys", "subprocess", "distributed", "multiprocessing", "ctypes", "builtins",
+    "importlib", "hub", "cpp_extension", "serialization",
+})
+
+
 @dataclass(frozen=True)
 class Violation:
     """One reason to reject a program."""
@@ -158,6 +166,10 @@ class _Checker(ast.NodeVisitor):
             node.attr not in ALLOWED_DUNDERS
         ):
             self.flag(node, f"attribute {node.attr!r} is not allowed")
+        if node.attr in FORBIDDEN_ATTRS:
+            self.flag(node, f"attribute {node.attr!r} is not allowed (it reaches a module "
+                            "outside the sandbox)")
+            return
         path = self._resolve(node)
         if path is not None and _forbidden_path(path):
             self.flag(node, f"{path} is not allowed")
@@ -174,6 +186,13 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Assign(self, node: ast.Assign) -> None:  # noqa: N802
         self._check_targets(node.targets)
+        # `t = torch` / `d = torch.nn`: the new name is an alias of the module.
+        bound = self._resolve(node.value) if isinstance(node.value, ast.Name | ast.Attribute) \
+            else None
+        if bound is not None:
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    self.modules[target.id] = bound
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:  # noqa: N802

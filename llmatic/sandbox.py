@@ -52,6 +52,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -119,6 +120,18 @@ def _install_audit_hook(workdir: str) -> None:
                     raise PermissionError(f"sandbox: {event} on {path!r} is not allowed")
 
     sys.addaudithook(hook)
+
+
+#: Memory a DDP supervisor may allocate for its rendezvous store (its clients are candidates).
+SUPERVISOR_MEMORY_MB = 256
+
+
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` is a plain file (not a FIFO, device or link a candidate left there)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _vm_data_bytes() -> int:
@@ -246,7 +259,13 @@ def _supervise(req: dict[str, Any], server: int) -> None:
                 _child(job_dir, req["memory_mb"], req["torch_threads"], me,
                        req.get("timeout_s"), req.get("cuda_devices"), rank_env=env)
             ranks[pid] = rank
-        # Only now (after the forks) does this process start the store's threads.
+        # Only now (after the forks) does this process start the store's threads. Its
+        # clients are candidate code: cap what they can make it allocate or compute.
+        limit = _vm_data_bytes() + SUPERVISOR_MEMORY_MB * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        if req.get("timeout_s"):
+            cpu = int(float(req["timeout_s"]) + 30)
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         from torch.distributed import TCPStore
 
         store = TCPStore("127.0.0.1", port, world_size, True, wait_for_workers=False,
@@ -301,6 +320,8 @@ def _signal_name(number: int) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    if not _regular_file(path):
+        return None
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -511,6 +532,10 @@ class Sandbox:
     # -- server lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         """Start the server now (it imports torch and Lightning in the background)."""
+        with self._lock:  # two searches starting at once must not start two servers
+            self._start_unlocked()
+
+    def _start_unlocked(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             return
         env = dict(os.environ)
@@ -529,7 +554,7 @@ class Sandbox:
         self._ready = False
 
     def _ensure_server(self) -> subprocess.Popen:
-        self.start()
+        self._start_unlocked()  # the caller holds self._lock
         if not self._ready:
             ready = self._proc.stdout.readline()
             if not ready:
@@ -638,14 +663,15 @@ class Sandbox:
             self._waiters.pop(job_id, None)
         result = None
         path = job_dir / RESULT_FILE
-        if path.exists():
+        if _regular_file(path):  # a FIFO left by the candidate would block the read
             try:
                 result = json.loads(path.read_text())
             except (json.JSONDecodeError, OSError):
                 result = None
         logits = None
         logits_path = job_dir / logits_file(str(job.get("predict_split", "val")))
-        if result is not None and result.get("status") == "ok" and logits_path.exists():
+        if (result is not None and result.get("status") == "ok"
+                and _regular_file(logits_path)):
             try:
                 logits = np.load(logits_path, allow_pickle=False)
             except (OSError, ValueError):
@@ -661,6 +687,8 @@ class Sandbox:
 
 
 def _tail(path: Path, limit: int = STDERR_TAIL) -> str:
+    if not _regular_file(path):
+        return ""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

@@ -980,8 +980,16 @@ def _loop(search: Search, state: SearchState, metrics_logger: Any, console: Any,
                 state.pending_plans = search.plan(state, generation + 1)
                 following = None
                 if generation < generations:
-                    following = search.start_generation(state, generation + 1, _Advance,
-                                                        plans=state.pending_plans)
+                    try:
+                        following = search.start_generation(state, generation + 1, _Advance,
+                                                            plans=state.pending_plans)
+                    except Exception:
+                        # Keep generation g's finished work: tell it and checkpoint (with
+                        # g+1's plans pending) before the error ends the run.
+                        search.finish_generation(state, flight)
+                        state.generation = generation
+                        save_checkpoint(search.run_dir, state)
+                        raise
                 search.finish_generation(state, flight)
                 flight = following
             state.generation = generation

@@ -136,6 +136,18 @@ def test_os_exit_is_crashed(search):
                                                         Status.INSTANTIATION_ERROR})
 
 
+def test_fifos_in_place_of_the_reports_do_not_hang_the_search(search):
+    """os.mkfifo raises no audit event: a FIFO where the parent reads must not block it."""
+    code = ("import torch\n"
+            "for name in ('stderr.txt', 'result.json', 'val_logits.npy'):\n"
+            "    try:\n"
+            "        torch.os.remove(name)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "    torch.os.mkfifo(name)\n") + NET
+    hostile(search, code)  # evaluate() asserts it returns within the timeout + 6 s
+
+
 # -- runtime layer: processes, files, network -------------------------------------------------
 def test_fork_loop_is_refused(search):
     hostile(search, "import os\nwhile True:\n    os.fork()\n", expect={Status.INSTANTIATION_ERROR})
@@ -240,6 +252,9 @@ def test_honest_network_is_ok(search):
     "import torch.nn.functional as F\nF.cross_entropy = None\n",
     "import torch\ntorch.Tensor.backward = None\n", "import ctypes\n", "import gc\n",
     "from sklearn.datasets import load_digits\n", "b = __builtins__\n",
+    # aliases and module attributes that reach outside (sockets and FIFOs in native code)
+    "import torch\nt = torch\nt.distributed.TCPStore('8.8.8.8', 53, 1, False)\n",
+    "import torch\ntorch.os.mkfifo('stderr.txt')\n", "import numpy as np\nnp.ctypes\n",
 ])
 def test_static_policy_rejects(code):
     violations = check_source(code)
