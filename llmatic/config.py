@@ -136,7 +136,7 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 #: DDP strategies whose ranks the sandbox can start for Lightning to join (see sandbox.py).
-_JOINABLE_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+JOINABLE_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 def _validate_ddp(cfg: DictConfig) -> None:
@@ -148,9 +148,9 @@ def _validate_ddp(cfg: DictConfig) -> None:
     if int(trainer.get("num_nodes", 1)) != 1:
         raise ConfigError("trainer.num_nodes must be 1: DDP runs on the GPUs of one machine "
                           "per candidate (scale out over machines with evaluator=ray)")
-    if trainer.get("devices") not in (1, "1") and strategy not in _JOINABLE_DDP:
+    if trainer.get("devices") not in (1, "1") and strategy not in JOINABLE_DDP:
         raise ConfigError(f"trainer.strategy={strategy} launches its own processes, which the "
-                          f"sandbox refuses; use one of {list(_JOINABLE_DDP)}")
+                          f"sandbox refuses; use one of {list(JOINABLE_DDP)}")
     per_worker = cfg.get("evaluator", {}).get("gpus_per_worker", 1)
     if not (isinstance(per_worker, int) and per_worker >= 1):
         raise ConfigError(f"evaluator.gpus_per_worker must be a positive integer, got "

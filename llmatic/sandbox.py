@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from llmatic.config import JOINABLE_DDP
 from llmatic.types import EvalResult, Status
 from llmatic.worker import LOGITS_FILE, RESULT_FILE, logits_file, result_file
 
@@ -411,9 +412,6 @@ def _kill_group(pid: int) -> None:
 
 #: DDP strategies whose ranks Lightning can join when they were started outside it. The
 #: ``spawn`` / ``fork`` / ``notebook`` variants always start processes themselves.
-_JOINABLE_DDP = frozenset(
-    {"ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"}
-)
 
 
 def _device_count(devices: Any, available: int | None) -> int:
@@ -485,9 +483,9 @@ def plan_ranks(
         if "sync_batchnorm" in single:
             single["sync_batchnorm"] = False
         return 1, single, cuda_devices
-    if strategy not in _JOINABLE_DDP:
+    if strategy not in JOINABLE_DDP:
         raise ValueError(f"trainer.strategy={strategy} starts its own processes, which the "
-                         f"sandbox refuses; use one of {sorted(_JOINABLE_DDP)}")
+                         f"sandbox refuses; use one of {sorted(JOINABLE_DDP)}")
     return world_size, {**trainer, "devices": world_size}, bound if on_gpu else cuda_devices
 
 

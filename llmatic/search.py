@@ -267,8 +267,8 @@ class Search:
         self.data_dir = None
         self.seed_source = render_cell(parse_arch_string(str(nb.seed_cell)))
         self.seed_class = "Cell"
-        #: Canonical cell source -> its arch string (filled as cells are read).
-        self.arch_of: dict[str, str] = {}
+        #: Canonical cell source -> its operations (filled as cells are read).
+        self._cells: dict[str, tuple[str, ...]] = {}
 
     # -- helpers ----------------------------------------------------------------------
     def new_state(self) -> SearchState:
@@ -340,14 +340,13 @@ class Search:
     def _extract(self, text: str) -> Extraction:
         if self.space != "nb201":
             return extract_network(text)
-        from llmatic.nb201.arch import arch_string
         from llmatic.nb201.cells import read_cell
 
         ops, source, error = read_cell(text)
         if ops is None:
             return Extraction(source=source, class_name=None, status=Status.INVALID_CELL,
                               error=error)
-        self.arch_of[source] = arch_string(ops)
+        self._cells[source] = ops
         return Extraction(source=source, class_name="Cell", status=None, error=None)
 
     def check_policy(self, source: str) -> EvalResult | None:
@@ -376,14 +375,18 @@ class Search:
         inner.add_done_callback(done)
         return outer
 
-    def _lookup(self, source: str) -> Future:
-        from llmatic.nb201.arch import parse_arch_string
-        from llmatic.nb201.cells import parse_cell
+    def _cell(self, source: str) -> tuple[str, ...]:
+        """The operations of a canonical cell source (read once by :meth:`extract`)."""
+        ops = self._cells.get(source)
+        if ops is None:  # the seed cell, or a parent from a checkpoint
+            from llmatic.nb201.cells import parse_cell
 
+            ops = self._cells[source] = parse_cell(source)
+        return ops
+
+    def _lookup(self, source: str) -> Future:
         started = time.perf_counter()
-        arch = self.arch_of.get(source)
-        ops = parse_arch_string(arch) if arch is not None else parse_cell(source)
-        result = self.lookup.evaluate(ops)
+        result = self.lookup.evaluate(self._cell(source))
         result.timings["lookup"] = round(time.perf_counter() - started, 6)
         done: Future = Future()
         done.set_result(result)
@@ -631,7 +634,10 @@ class Search:
                                .relative_to(self.run_dir)),
         }
         if self.space == "nb201":
-            record["arch"] = self.arch_of.get(source) if source else None
+            from llmatic.nb201.arch import arch_string
+
+            ops = self._cells.get(source) if source else None  # read cells only
+            record["arch"] = arch_string(ops) if ops is not None else None
         return record
 
     def _append_history(self, state: SearchState, records: Sequence[dict[str, Any]]) -> None:
@@ -655,8 +661,6 @@ class Search:
         state.next_candidate_id += 1
         path = self._source_path(cid, 0)
         path.write_text(self.seed_source)
-        if self.space == "nb201":
-            self.extract(self.seed_source)
         result = self.evaluate(self.seed_source, self.seed_class, cid)
         if result.status is not Status.OK:
             raise RuntimeError(

@@ -1,7 +1,7 @@
 """Benchmark lookups as the evaluator of the ``nb201`` space (no code runs, microseconds each).
 
 The search sees only the benchmark's validation accuracy (200-epoch schedule) as fitness; the
-test accuracy of the final pick is looked up once, at the end (:meth:`TableEvaluator.test_of`),
+test accuracy of the final pick is looked up once, at the end (:mod:`llmatic.nb201.results`),
 as the paper reports it.
 """
 
@@ -55,8 +55,3 @@ class TableEvaluator:
             flops=int(round(float(entry.flops) * 1e6)),
             features=cell_features(ops),
         )
-
-    def test_of(self, ops: Arch) -> float | None:
-        """The benchmark's test accuracy in percent (reporting only; never a fitness)."""
-        entry = self.table.lookup(ops)
-        return None if entry is None else float(entry.test_accuracy)

@@ -17,7 +17,6 @@ from llmatic.nb201.arch import EDGES, OPS, Arch
 
 __all__ = ["classify_cell_instruction", "crossover_cells", "edit_cell", "mutate_one_edge"]
 
-_CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 _CHEAP = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1")
 _COST = {"none": 0, "skip_connect": 0, "avg_pool_3x3": 0, "nor_conv_1x1": 1, "nor_conv_3x3": 9}
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from llmatic.nb201.results import RESULTS
+from llmatic.nb201.table import DATASETS
 
 __all__ = ["PAPER_ROWS", "collect", "main_report", "table1"]
 
-DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 _HEAD = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "ImageNet16-120": "ImageNet16-120"}
 
 #: Test accuracy (%) in the paper's Table 1 (METHOD.md §2): (mean, std or None).
