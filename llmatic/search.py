@@ -209,6 +209,9 @@ class Search:
         allowed = cfg.sandbox.get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
         self.allowed_imports = None if allowed is None else list(allowed)
         self.optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
+        scheduler = cfg.module.get("scheduler")
+        self.scheduler_cfg = (None if scheduler is None
+                              else OmegaConf.to_container(scheduler, resolve=True))
         # Read once (tell runs per candidate; OmegaConf lookups are slow).
         self._compare_to = str(cfg.temperature.get("compare_to", "best"))
         self._prompt_archive_on = bool(cfg.ablation.prompt_archive)
@@ -324,6 +327,7 @@ class Search:
             "batch_size": int(self.cfg.dataset.batch_size),
             "trainer": self.trainer_cfg,
             "optimizer": self.optimizer_cfg,
+            "scheduler": self.scheduler_cfg,
             "seed": seed,
             "allowed_imports": self.allowed_imports,
         }

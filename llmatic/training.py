@@ -6,8 +6,10 @@ lightning-hydra-template: this module knows nothing about where ``net`` came fro
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,12 +28,18 @@ class NetModule(L.LightningModule):
         net: The network; it maps a batch of inputs to ``(batch, num_classes)`` logits.
         optimizer: A partial optimizer constructor (``_partial_: true`` in Hydra) that takes
             the parameters.
+        scheduler: An optional partial learning-rate scheduler constructor that takes the
+            optimizer; stepped after every batch. A ``total_steps`` (``OneCycleLR``) or
+            ``T_max`` (``CosineAnnealingLR``) argument it leaves open is filled with the
+            number of training steps of the run.
     """
 
-    def __init__(self, *, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer]):
+    def __init__(self, *, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.last_loss = math.nan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,9 +55,20 @@ class NetModule(L.LightningModule):
         self.last_loss = float(loss.detach())
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Build the configured optimizer over the network's parameters."""
-        return self.optimizer_factory(params=self.parameters())
+    def configure_optimizers(self) -> Any:
+        """Build the configured optimizer (and per-step scheduler) over the parameters."""
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        params = inspect.signature(self.scheduler_factory).parameters
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        for name in ("total_steps", "T_max"):
+            if name in params and params[name].default in (inspect.Parameter.empty, None):
+                kwargs[name] = steps
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 # Module types counted as layers for depth (the reference code's definition): conv, norm,

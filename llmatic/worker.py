@@ -295,7 +295,9 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
         split = str(job.get("predict_split", "val"))
         train_set, val_inputs = load_child_arrays(job["data_dir"], split)
-        module = NetModule(net=net, optimizer=instantiate(job["optimizer"]))
+        scheduler = job.get("scheduler")
+        module = NetModule(net=net, optimizer=instantiate(job["optimizer"]),
+                           scheduler=None if scheduler is None else instantiate(scheduler))
         trainer_cfg = {"_target_": "lightning.Trainer", **job["trainer"]}
         trainer = instantiate(trainer_cfg, max_epochs=int(job["epochs"]),
                               default_root_dir=str(workdir))
