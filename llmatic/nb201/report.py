@@ -68,7 +68,7 @@ def collect(root: str | Path, console: Any = None) -> list[dict[str, Any]]:
         if key in seen:
             if console is not None:
                 console.print(f"[yellow]{path.parent} repeats {seen[key]} (same dataset, "
-                              "seed, table, budget and generator): counted once[/]")
+                              "seed, table, budget and generator): counted once[/]", soft_wrap=True)
             continue
         seen[key] = str(path.parent)
         runs.append(data)
@@ -78,7 +78,7 @@ def collect(root: str | Path, console: Any = None) -> list[dict[str, Any]]:
         console.print(f"[yellow]{len(unfinished)} nb201 run(s) below {root} have no {RESULTS} "
                       "(unfinished or interrupted; left out, finish them with "
                       f"`llmatic resume=DIR`): {', '.join(str(u) for u in unfinished[:5])}"
-                      f"{' ...' if len(unfinished) > 5 else ''}[/]")
+                      f"{' ...' if len(unfinished) > 5 else ''}[/]", soft_wrap=True)
     if not runs:
         raise ReportError(
             f"no {RESULTS} below {root}: point at the directory of an nb201 sweep, e.g. "
