@@ -12,6 +12,15 @@ What it does:
 * It maps each of the paper's 13 mutation instructions, and the 4 optional width/depth ones, to
   an edit by case-insensitive keywords (for example "convolutional" inserts a convolution).
   Text it does not recognise gets a random edit.
+* It edits the classifier head too: ``drop_output_activation`` removes an activation applied
+  to the logits (the seed network's ``relu(fc1(x))`` puts many networks at chance),
+  ``widen_head`` widens (at the cap: re-sizes) the last hidden layer before the classifier,
+  and ``add_head`` inserts a hidden ``relu(LazyLinear)`` right before it. Each has its own
+  instruction keywords; "improve the above network" may pick the last two, and half the
+  time "improve", "Delete a layer", "Add a layer", "Add fully connected layer" and the
+  drastic size changes also drop the output activation.
+* An edit that finds nothing to change gives a completion whose ``error`` says so, never an
+  unchanged copy of the parent.
 * Given two parents it splices them: a one-point crossover at a cut where the shapes fit. By
   default the cut is at the flatten, so one parent gives the feature extractor and the other
   the classifier head.
@@ -53,7 +62,7 @@ import numpy as np
 from llmatic.llm.base import CodeGenerator
 from llmatic.types import Completion, GenerationRequest
 
-__all__ = ["RuleBasedMutator", "classify_instruction"]
+__all__ = ["RuleBasedMutator", "classify_instruction", "output_activation"]
 
 # --------------------------------------------------------------------------------- constants
 
@@ -195,6 +204,12 @@ class _NoEdit(Exception):
 
 # Checked in order, so that the specific instructions win over the generic ones.
 _KEYWORD_RULES: tuple[tuple[str, str], ...] = (
+    (r"(output|final|logits?|last)\W+(layer\W+)?activation|activation\W+(\w+\W+){0,3}"
+     r"(output|logits?)", "drop_output_activation"),
+    (r"(widen|wider|increase|enlarge|replace|resize)\W+(\w+\W+){0,3}"
+     r"\b(last hidden|penultimate|classifier|head)\b", "widen_head"),
+    (r"(hidden layer|linear layer|fully[- ]connected layer)\W+(\w+\W+){0,3}"
+     r"\b(classifier|head|output layer)\b", "add_head"),
     (r"\bdelete|\bremove", "delete"),
     (r"multiple residual|residual connections|residual blocks", "residuals"),
     (r"residual|skip connection|shortcut", "residual"),
@@ -220,7 +235,10 @@ def classify_instruction(instruction: str, n_parents: int = 1) -> str:
     Returns:
         One of ``crossover``, ``delete``, ``residuals``, ``residual``, ``recurrent``,
         ``dropout``, ``norm``, ``pool``, ``conv``, ``linear``, ``widen``, ``narrow``,
-        ``deepen``, ``shallow``, ``grow``, ``shrink``, ``add`` or ``random`` (anything else).
+        ``deepen``, ``shallow``, ``grow``, ``shrink``, ``add``, the classifier-head edits
+        ``drop_output_activation`` (e.g. "Remove the activation on the output logits"),
+        ``add_head`` ("Add a hidden layer before the classifier") and ``widen_head``
+        ("Widen the last hidden layer before the classifier"), or ``random`` (anything else).
     """
     if n_parents >= 2:
         return "crossover"
@@ -1706,6 +1724,246 @@ def _widen(net: _Net, ctx: _Ctx) -> list[str]:
     return [d] if d else []
 
 
+# ------------------------------------------------------------------------- classifier head
+
+#: Functions that may be dropped from the logits: they squash or clip them. ``log_softmax``
+#: only shifts the logits (harmless under cross-entropy), dropout is not an activation.
+_LOGIT_FUNCS = _FUNC_ELEMENTWISE - {"log_softmax", "dropout", "dropout1d", "dropout2d",
+                                     "alpha_dropout"}
+_LOGIT_MODULES = _ACTIVATIONS - {"LogSoftmax", "Identity"}
+
+
+def _output_path(net: _Net) -> list[int] | None:
+    """Indices of the statements from the classifier's to the ``return``, or None.
+
+    None unless every statement from the classifier on is a simple chain on one variable and
+    the last one returns that variable, so that what follows the classifier is the output.
+    """
+    layout = net.layout()
+    if layout.head is None or layout.chains[layout.head] is None:
+        return None
+    body = net.forward.body
+    var = layout.chains[layout.head].target  # type: ignore[union-attr]
+    path = [layout.head]
+    for j in range(layout.head + 1, len(body)):
+        stmt = body[j]
+        if isinstance(stmt, ast.Return):
+            return path if isinstance(stmt.value, ast.Name) and stmt.value.id == var else None
+        chain = layout.chains[j]
+        if chain is None or chain.source != var or chain.target != var:
+            return None
+        path.append(j)
+    return None
+
+
+def _output_activations(net: _Net) -> list[tuple[str, int, object]]:
+    """Activations applied to the logits: ``("op", statement, _Op)`` or ``("seq", k, call)``.
+
+    They are the elementwise functions and activation layers applied after the classifier
+    (``F.relu(self.fc(x))``, ``x = torch.relu(x); return x``, ``self.act(x)``), and the
+    activations after the last layer with weights of an ``nn.Sequential`` classifier.
+    """
+    path = _output_path(net)
+    if path is None:
+        return []
+    layout, attrs = net.layout(), net.module_attrs()
+    found: list[tuple[str, int, object]] = []
+    head_call = attrs.get(layout.head_attr or "")
+    if head_call is not None and net.ctor_kind(head_call) == "Sequential":
+        elements = head_call.args
+        weighted = [k for k, e in enumerate(elements) if net._weighted_call(e)]
+        for k in range(weighted[-1] + 1 if weighted else len(elements), len(elements)):
+            if net.ctor_kind(elements[k]) in _LOGIT_MODULES:
+                found.append(("seq", k, head_call))
+    uses = net.attr_uses()
+    for j in path:
+        ops = layout.chains[j].ops  # type: ignore[union-attr]
+        if j == layout.head:
+            ops = ops[next(i for i, op in enumerate(ops) if op.name == layout.head_attr) + 1 :]
+        for op in ops:
+            if op.kind == "func" and op.name in _LOGIT_FUNCS:
+                found.append(("op", j, op))
+            elif op.kind == "module" and net.ctor_kind(attrs.get(op.name)) in _LOGIT_MODULES:
+                if uses[op.name] == 1:
+                    found.append(("op", j, op))
+            elif op.kind != "func":
+                return []  # something else acts on the logits: leave the output alone
+    return found
+
+
+def output_activation(source: str) -> str | None:
+    """The activation the network applies to its logits (e.g. ``"relu"``), or None.
+
+    It reads the network as the rule mutator does; a network whose output it cannot follow
+    counts as having none.
+    """
+    net = _load(source)
+    names = []
+    for where, index, item in _output_activations(net):
+        if where == "seq":
+            names.append(net.ctor_kind(item.args[index]))  # type: ignore[attr-defined]
+        else:
+            op: _Op = item  # type: ignore[assignment]
+            kind = net.ctor_kind(net.module_attrs().get(op.name))
+            names.append(op.name if op.kind == "func" else kind)
+    return ", ".join(n for n in names if n) or None
+
+
+def _drop_output_activation(net: _Net, ctx: _Ctx) -> str | None:
+    """Remove every activation applied to the logits: the classifier's output is the output."""
+    found = _output_activations(net)
+    if not found:
+        return None
+    names: list[str] = []
+    for where, index, item in reversed(found):  # later ones first: indices stay valid
+        if where == "seq":
+            names.append(net.ctor_kind(item.args[index]) or "?")  # type: ignore[attr-defined]
+            del item.args[index]  # type: ignore[attr-defined]
+            continue
+        op: _Op = item  # type: ignore[assignment]
+        names.append(op.name)
+        net.forward.body[index] = _Swap(op.call, op.call.args[0]).visit(net.forward.body[index])
+    net.touch()
+    body = net.forward.body
+    net.forward.body = [
+        s for s in body
+        if not (isinstance(s, ast.Assign) and len(s.targets) == 1
+                and isinstance(s.targets[0], ast.Name) and isinstance(s.value, ast.Name)
+                and s.value.id == s.targets[0].id)
+    ]
+    net.touch()
+    return f"drop output activation {', '.join(reversed(names))}"
+
+
+def _last_hidden(net: _Net) -> tuple[ast.Call | None, bool]:
+    """The constructor of the last layer with weights before the classifier, or None.
+
+    Only a plain layer used once (``self.X = nn.LazyLinear(...)``/``LazyConv2d``/eager twins)
+    counts. The flag says whether only activations and dropout lie between it and the
+    classifier (nothing else that could depend on its width).
+    """
+    layout, attrs, uses = net.layout(), net.module_attrs(), net.attr_uses()
+    plain = True
+    if layout.head is None:
+        return None, plain
+    for j in reversed(range(layout.head + 1)):
+        chain = layout.chains[j]
+        if chain is None:
+            return None, plain
+        ops = chain.ops
+        if j == layout.head:
+            names = [op.name for op in ops]
+            if layout.head_attr not in names:
+                return None, plain
+            ops = ops[: names.index(layout.head_attr)]
+        for op in reversed(ops):
+            if op.kind != "module":
+                plain = plain and op.kind == "func" and op.name in _FUNC_ELEMENTWISE
+                continue
+            call = attrs.get(op.name)
+            if call is None or not net.is_weighted(op.name):
+                plain = plain and net.ctor_kind(call) in _ACTIVATIONS | _DROPOUTS
+                continue  # a pool, norm or dropout layer keeps the width
+            if uses[op.name] != 1:
+                return None, plain
+            kind = net.ctor_kind(call)
+            if kind not in ("LazyLinear", "Linear", "LazyConv2d", "Conv2d") or _groups(call) != 1:
+                return None, plain
+            return call, plain
+    return None, plain
+
+
+def _widen_head(net: _Net, ctx: _Ctx) -> str | None:
+    """Widen (or, at the cap, re-size) the last hidden layer before the classifier.
+
+    Lazy layers after it adapt; an eager ``nn.Linear`` classifier right after an eager linear
+    hidden layer gets the new ``in_features``.
+    """
+    call, plain = _last_hidden(net)
+    if call is None:
+        return None
+    kind = net.ctor_kind(call) or ""
+    eager = kind in ("Linear", "Conv2d")
+    position = 1 if eager else 0
+    keyword = "out_features" if "Linear" in kind else "out_channels"
+    arg = _arg(call, position, keyword)
+    old = _int_literal(arg)
+    if old is None:
+        return None
+    follow: ast.expr | None = None
+    if call in _resizable_calls(net):
+        pass
+    elif kind == "Linear":
+        head = net.protected_call(net.layout().head_attr)
+        follow = _arg(head, 0, "in_features") if head is not None else None
+        if not plain or head is None or net.ctor_kind(head) != "Linear":
+            return None
+        if _int_literal(follow) != old:
+            return None
+    else:
+        return None
+    linear = "Linear" in kind
+    options, cap = (_LINEAR_WIDTHS, ctx.max_features) if linear else (_CONV_WIDTHS,
+                                                                       ctx.max_channels)
+    wider = [w for w in options if old < w <= cap and (linear or w <= 4 * max(old, 4))]
+    other = [w for w in options if w != old and w <= cap]
+    choices = wider or other
+    if not choices:
+        return None
+    new = int(ctx.pick(choices, 2 * old))
+    arg.value = new  # type: ignore[union-attr]
+    if follow is not None:
+        follow.value = new  # type: ignore[union-attr]
+    net.touch()
+    verb = "widen" if new > old else "resize"
+    return f"{verb} the last hidden layer {kind} {old} -> {new}"
+
+
+def _add_head(net: _Net, ctx: _Ctx) -> str | None:
+    """Insert ``relu(LazyLinear(f))`` right before the classifier."""
+    if _at_cap(net, ctx):
+        return None
+    layout = net.layout()
+    before = [p for p in layout.points if p.region == "flat" and p.reshape_ok
+              and p.index == layout.head]
+    if not before:
+        return None
+    if before[0].first_flat and _ensure_guard(net):
+        layout = net.layout()
+        before = [p for p in layout.points if p.region == "flat" and p.reshape_ok
+                  and p.index == layout.head]
+    elif before[0].first_flat:
+        return None
+    if not before:
+        return None
+    ref = max(_widths(net, _LINEAR_KINDS) + [64])
+    f = int(ctx.pick(_LINEAR_WIDTHS, ref, ctx.max_features))
+    attr = _fresh("fc", net.taken_attrs())
+    _insert_layer(net, before[0], attr, f"nn.LazyLinear({f})", "F.relu(self.{a}({x}))")
+    return f"add {attr}: hidden linear {f} before the classifier"
+
+
+def _fix_head_sometimes(
+    mutation: Callable[[_Net, _Ctx], list[str]], p: float = 0.5
+) -> Callable[[_Net, _Ctx], list[str]]:
+    """Run ``mutation``, then with probability ``p`` also drop the logits' activation.
+
+    An activation on the logits (the seed's ``relu(fc1(x))``) only hurts, and no other edit
+    removes it, so the edits that are about the whole network or its head ("improve", "Delete
+    a layer", "Add a layer", "Add fully connected layer", the drastic size changes) do.
+    """
+
+    def run(net: _Net, ctx: _Ctx) -> list[str]:
+        done = mutation(net, ctx)
+        if done and ctx.chance(p):
+            d = _drop_output_activation(net, ctx)
+            if d:
+                done.append(d)
+        return done
+
+    return run
+
+
 _ADD_EDITS: dict[str, Edit] = {
     "conv": _add_conv,
     "linear": _add_linear,
@@ -1720,10 +1978,14 @@ _ANY_EDITS: dict[str, Edit] = {
     "delete": _delete,
     "widen": lambda net, ctx: _scale(net, ctx, ctx.factor(), up=True),
     "narrow": lambda net, ctx: _scale(net, ctx, ctx.factor(), up=False),
+    "drop_output_activation": _drop_output_activation,
+    "widen_head": _widen_head,
+    "add_head": _add_head,
 }
 #: Relative weights of a random edit ("improve the above network").
 _RANDOM_WEIGHTS = {"conv": 3, "linear": 2, "pool": 1, "dropout": 1, "norm": 1, "residual": 1.5,
-                   "recurrent": 0.5, "delete": 2, "widen": 1, "narrow": 1}
+                   "recurrent": 0.5, "delete": 2, "widen": 1, "narrow": 1, "widen_head": 1,
+                   "add_head": 1}
 _LAYER_WEIGHTS = {"conv": 3, "linear": 2, "pool": 1, "dropout": 1, "norm": 1}
 _DEPTH_WEIGHTS = {"conv": 3, "linear": 2, "residual": 1}
 
@@ -1741,12 +2003,15 @@ def _one_of(weights: dict[str, float]) -> Edit:
     return edit
 
 
-def _repeat(edit: Edit, base: int = 1) -> Callable[[_Net, _Ctx], list[str]]:
-    """Apply ``edit`` ``base + Binomial(2, temperature)`` times, stopping when it cannot."""
+def _repeat(edit: Edit, base: int = 1, once: bool = False) -> Callable[[_Net, _Ctx], list[str]]:
+    """Apply ``edit`` ``base + Binomial(2, temperature)`` times, stopping when it cannot.
+
+    With ``once`` it is applied one time (edits that would only repeat themselves).
+    """
 
     def run(net: _Net, ctx: _Ctx) -> list[str]:
         done: list[str] = []
-        for _ in range(ctx.n_edits(base)):
+        for _ in range(1 if once else ctx.n_edits(base)):
             d = edit(net, ctx)
             if d is None:
                 break
@@ -1758,16 +2023,20 @@ def _repeat(edit: Edit, base: int = 1) -> Callable[[_Net, _Ctx], list[str]]:
 
 _MUTATIONS: dict[str, Callable[[_Net, _Ctx], list[str]]] = {
     **{kind: _repeat(edit) for kind, edit in _ADD_EDITS.items()},
+    "linear": _fix_head_sometimes(_repeat(_add_linear)),
     "residuals": _repeat(_add_residual, base=2),
-    "delete": _repeat(_delete),
+    "delete": _fix_head_sometimes(_repeat(_delete)),
     "shallow": _repeat(_delete),
     "deepen": _repeat(_one_of(_DEPTH_WEIGHTS)),
-    "add": _repeat(_one_of(_LAYER_WEIGHTS)),
-    "random": _repeat(_one_of(_RANDOM_WEIGHTS)),
+    "add": _fix_head_sometimes(_repeat(_one_of(_LAYER_WEIGHTS))),
+    "random": _fix_head_sometimes(_repeat(_one_of(_RANDOM_WEIGHTS))),
+    "drop_output_activation": _repeat(_drop_output_activation, base=1, once=True),
+    "widen_head": _repeat(_widen_head, base=1, once=True),
+    "add_head": _fix_head_sometimes(_repeat(_add_head)),
     "widen": _widen,
     "narrow": _narrow,
-    "grow": _grow,
-    "shrink": _shrink,
+    "grow": _fix_head_sometimes(_grow),
+    "shrink": _fix_head_sometimes(_shrink),
 }
 _WHY_NOT = {
     "conv": "no place before the flatten where a convolution keeps the shapes valid",
@@ -1784,6 +2053,11 @@ _WHY_NOT = {
     "narrow": "no layer width can shrink and no place to pool",
     "grow": "the network cannot grow (caps reached or no place to add layers)",
     "shrink": "the network cannot shrink any further",
+    "drop_output_activation": "no activation is applied to the output logits (or the output "
+    "cannot be followed)",
+    "widen_head": "no plain linear or convolutional hidden layer before the classifier whose "
+    "width can change",
+    "add_head": "no place right before the classifier where a hidden linear layer fits",
 }
 
 
@@ -1796,7 +2070,12 @@ def _mutate(source: str, kind: str, ctx: _Ctx) -> str:
             reason = f"layer cap {ctx.max_layers} reached"
         raise _NoEdit(f"{kind}: {reason}")
     _prune(net)
-    return _render(net)
+    child = _render(net)
+    if child == _render(_load(source)):
+        # An edit that found nothing to change must say so: an unchanged copy would be
+        # evaluated again as if it were a new network.
+        raise _NoEdit(f"{kind}: the edit left the network unchanged ({'; '.join(done)})")
+    return child
 
 
 # -------------------------------------------------------------------------------- crossover
