@@ -182,37 +182,33 @@ class NetworkArchive:
 class PromptArchive:
     """Curiosity per (instruction, temperature) cell; curiosity *accumulates*.
 
+    A grid with one row per instruction (categorical: a cell never holds two instructions)
+    and one column per temperature step over [t_min, t_max] (METHOD.md §3.4). The solution
+    of a cell is its (instruction id, temperature); the objective its curiosity.
+
     Args:
         num_instructions: Number of mutation instructions (ids 0 .. n-1).
-        t_min: Lowest temperature (normalises the temperature axis).
+        t_min: Lowest temperature.
         t_max: Highest temperature.
-        kind: ``cvt`` or ``grid``; ``cells`` for CVT, ``temperature_bins`` for grid.
+        t_step: Width of one temperature bin (the adaptive schedule's step).
     """
 
-    def __init__(
-        self,
-        *,
-        num_instructions: int,
-        t_min: float,
-        t_max: float,
-        kind: str = "cvt",
-        cells: int = 100,
-        temperature_bins: int = 10,
-        centroid_samples: int = 20000,
-        centroid_seed: int = 0,
-    ) -> None:
+    def __init__(self, *, num_instructions: int, t_min: float, t_max: float,
+                 t_step: float = 0.05) -> None:
         if num_instructions < 1:
             raise ValueError("operators.mutation_instructions must not be empty")
-        self.num_instructions = num_instructions
-        self.t_min, self.t_max = float(t_min), float(t_max)
-        self.archive = _make(
-            kind=kind,
+        if not t_step > 0:
+            raise ValueError(f"prompt_archive.temperature_step must be > 0, got {t_step}")
+        self.num_instructions = int(num_instructions)
+        self.t_min, self.t_max, self.t_step = float(t_min), float(t_max), float(t_step)
+        self.bins = int(round((self.t_max - self.t_min) / self.t_step)) + 1
+        half = self.t_step / 2
+        self.archive = GridArchive(
             solution_dim=2,
+            dims=[self.num_instructions, self.bins],
+            ranges=[(-0.5, self.num_instructions - 0.5),
+                    (self.t_min - half, self.t_min + (self.bins - 1) * self.t_step + half)],
             solution_dtype=np.float64,
-            cells=cells,
-            dims=(num_instructions, temperature_bins),
-            centroid_samples=centroid_samples,
-            centroid_seed=centroid_seed,
             extra_fields={"uses": ((), np.int64), "children_added": ((), np.int64)},
             qd_score_offset=-1e9,  # curiosity is unbounded below; QD score unused here
         )
@@ -220,61 +216,96 @@ class PromptArchive:
     def __len__(self) -> int:
         return len(self.archive)
 
+    def temperatures(self) -> np.ndarray:
+        """The temperature of each column (bin centres)."""
+        return np.round(self.t_min + self.t_step * np.arange(self.bins), 6)
+
+    def snap(self, temperature: float) -> float:
+        """The bin centre nearest to ``temperature`` (clipped to the range)."""
+        k = int(round((float(temperature) - self.t_min) / self.t_step))
+        return float(self.temperatures()[min(self.bins - 1, max(0, k))])
+
     def measures(self, instruction_id: int, temperature: float) -> list[float]:
-        """Normalised (instruction, temperature) coordinates in [0, 1]^2."""
-        x = instruction_id / max(1, self.num_instructions - 1)
-        span = self.t_max - self.t_min
-        t = 0.0 if span <= 0 else (temperature - self.t_min) / span
-        return [float(x), float(min(1.0, max(0.0, t)))]
+        """Grid coordinates of (instruction, temperature): the id and the snapped temperature."""
+        if not 0 <= int(instruction_id) < self.num_instructions:
+            raise ValueError(
+                f"instruction id {instruction_id} outside 0..{self.num_instructions - 1}")
+        return [float(int(instruction_id)), self.snap(temperature)]
+
+    def get(self, instruction_id: int, temperature: float) -> dict[str, Any] | None:
+        """The cell of (instruction, temperature), or None when it is empty."""
+        found, elite = self.archive.retrieve_single(self.measures(instruction_id, temperature))
+        return dict(elite) if found else None
+
+    def _put(self, m: list[float], curiosity: float, uses: int, kids: int) -> None:
+        """Write a cell whatever it held (pyribs only replaces an elite by a better one)."""
+        found, elite = self.archive.retrieve_single(m)
+        if found and curiosity <= float(elite["objective"]):
+            data = self.archive.data()
+            keep = data["index"] != self.archive.index_of_single(m)
+            self.archive.clear()
+            if keep.any():
+                self.archive.add(solution=data["solution"][keep],
+                                 objective=data["objective"][keep],
+                                 measures=data["measures"][keep], uses=data["uses"][keep],
+                                 children_added=data["children_added"][keep])
+        self.archive.add_single(m, float(curiosity), m, uses=int(uses), children_added=int(kids))
 
     def credit(self, instruction_id: int, temperature: float, delta: float, added: bool) -> float:
         """Add ``delta`` to the curiosity of the cell of (instruction, temperature).
 
-        pyribs only replaces an elite by a better one, so a decrease rebuilds the archive
-        (at most a few hundred cells). Returns the new curiosity.
+        A decrease rebuilds the archive (at most a few hundred cells). Returns the new
+        curiosity.
         """
         m = self.measures(instruction_id, temperature)
-        found, elite = self.archive.retrieve_single(m)
-        old = float(elite["objective"]) if found else 0.0
-        uses = int(elite["uses"]) + 1 if found else 1
-        kids = (int(elite["children_added"]) if found else 0) + int(bool(added))
-        new = old + float(delta)
-        if found and new <= old:
-            data = self.archive.data()
-            cell = self.archive.index_of_single(m)
-            keep = data["index"] != cell
-            self.archive.clear()
-            if keep.any():
-                self.archive.add(
-                    solution=data["solution"][keep],
-                    objective=data["objective"][keep],
-                    measures=data["measures"][keep],
-                    uses=data["uses"][keep],
-                    children_added=data["children_added"][keep],
-                )
-        self.archive.add_single(
-            [float(instruction_id), float(temperature)], new, m, uses=uses, children_added=kids
-        )
-        return new
+        elite = self.get(instruction_id, temperature)
+        old = float(elite["objective"]) if elite else 0.0
+        uses = int(elite["uses"]) + 1 if elite else 1
+        kids = (int(elite["children_added"]) if elite else 0) + int(bool(added))
+        self._put(m, old + float(delta), uses, kids)
+        return old + float(delta)
+
+    def spread(self, instruction_id: int, t_from: float, t_to: float) -> bool:
+        """Create the cell (instruction, ``t_to``) with the curiosity of (instruction, ``t_from``).
+
+        The adapted temperature reaches a cell of its own that selection can pick at once
+        (METHOD.md §3.5). An existing cell keeps its own curiosity. Returns whether a cell
+        was created.
+        """
+        if self.get(instruction_id, t_to) is not None:
+            return False
+        source = self.get(instruction_id, t_from)
+        curiosity = float(source["objective"]) if source else 0.0
+        self._put(self.measures(instruction_id, t_to), curiosity, 0, 0)
+        return True
 
     def offer(self, instruction_id: int, temperature: float) -> bool:
         """Insert an untried prompt with curiosity 0 if its cell is empty."""
-        m = self.measures(instruction_id, temperature)
-        found, _ = self.archive.retrieve_single(m)
-        if found:
+        if self.get(instruction_id, temperature) is not None:
             return False
-        self.archive.add_single(
-            [float(instruction_id), float(temperature)], 0.0, m, uses=0, children_added=0
-        )
+        self._put(self.measures(instruction_id, temperature), 0.0, 0, 0)
         return True
 
     def select(
-        self, rng: np.random.Generator, *, strategy: str = "top_k", k: int = 3, tau: float = 1.0
+        self, rng: np.random.Generator, *, strategy: str = "softmax", k: int = 3,
+        tau: float = 1.0, explore: float = 0.0,
     ) -> tuple[int, float] | None:
-        """Pick a prompt biased to high curiosity; None if the archive is empty."""
+        """Pick a prompt biased to high curiosity; None if the archive is empty.
+
+        With probability ``explore`` the instruction and temperature are drawn uniformly
+        instead (over every row and column, filled or not), so every instruction keeps a
+        chance however its curiosity stands.
+        """
+        if strategy not in ("top_k", "softmax", "uniform"):
+            raise ValueError(
+                f"prompt_selection.strategy must be top_k, softmax or uniform, got {strategy!r}"
+            )
         data = self.archive.data()
         if len(data["index"]) == 0:
             return None
+        if rng.random() < float(explore):
+            iid = int(rng.integers(self.num_instructions))
+            return iid, float(self.temperatures()[int(rng.integers(self.bins))])
         order = np.argsort(data["index"], kind="stable")
         sols, cur = data["solution"][order], data["objective"][order]
         if strategy == "top_k":
@@ -284,12 +315,8 @@ class PromptArchive:
             z = (cur - cur.max()) / max(float(tau), 1e-8)
             p = np.exp(z) / np.exp(z).sum()
             i = int(rng.choice(len(cur), p=p))
-        elif strategy == "uniform":
-            i = int(rng.integers(len(cur)))
         else:
-            raise ValueError(
-                f"prompt_selection.strategy must be top_k, softmax or uniform, got {strategy!r}"
-            )
+            i = int(rng.integers(len(cur)))
         return int(round(sols[i][0])), float(sols[i][1])
 
     def stats(self) -> dict[str, float | int]:

@@ -93,6 +93,13 @@ def validate_config(cfg: DictConfig) -> None:
     sel = cfg.prompt_selection.strategy
     need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
          f"must be top_k, softmax or uniform, got {sel!r}")
+    explore = float(cfg.prompt_selection.get("explore", 0.0))
+    need(0.0 <= explore <= 1.0, "prompt_selection.explore",
+         f"must be in [0, 1] (a share of mutations), got {explore}")
+    step = float(cfg.prompt_archive.temperature_step)
+    span = float(cfg.temperature.max) - float(cfg.temperature.min)
+    need(0.0 < step and (span == 0 or step <= span), "prompt_archive.temperature_step",
+         f"must be > 0 and at most temperature.max - temperature.min, got {step}")
     if "model" in cfg.llm.keys() and OmegaConf.is_missing(cfg.llm, "model"):
         raise ConfigError(
             "llm.model is required for this llm: a local directory holding config.json or a "

@@ -16,7 +16,9 @@ tests call it directly on composed configs. One generation:
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -81,6 +83,9 @@ class SearchState:
     #: ``pipeline_generations``: the plans of the next generation, made before this
     #: checkpoint's generation was told (None otherwise).
     pending_plans: list | None = None
+    #: Normalised source key -> (candidate id, result) of every candidate evaluated so far:
+    #: a repeated network is not trained again (METHOD.md §3.8).
+    evaluated: dict = field(default_factory=dict)
 
     @property
     def parents(self) -> NetworkArchive | ElitistPopulation:
@@ -135,7 +140,40 @@ def load_checkpoint(run_dir: Path) -> SearchState:
     if not path.exists():
         raise ConfigError(f"resume: {run_dir} has no {CHECKPOINTS}/{LATEST}; nothing to resume")
     with open(path, "rb") as fh:
-        return pickle.load(fh)
+        state = pickle.load(fh)
+    if not hasattr(state, "evaluated"):  # a checkpoint from before duplicate tracking
+        state.evaluated = {}
+    return state
+
+
+#: Completions that yield no usable network: their prompt pays ``curiosity.no_network``.
+_NO_NETWORK = frozenset({Status.LLM_ERROR, Status.SYNTAX_ERROR, Status.NO_NETWORK,
+                         Status.FORBIDDEN, Status.INVALID_CELL})
+
+
+class _StripDocstrings(ast.NodeTransformer):
+    def _strip(self, node: Any) -> Any:
+        self.generic_visit(node)
+        body = node.body
+        if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _strip
+
+
+def source_key(source: str) -> str:
+    """A hash of the normalised source: the AST without comments, docstrings or layout.
+
+    Two candidates with the same key are the same network; it names the training seed and
+    lets a repeat reuse the first result. Unparseable text hashes as it stands.
+    """
+    try:
+        text = ast.dump(_StripDocstrings().visit(ast.parse(source)), annotate_fields=False)
+    except (SyntaxError, ValueError, RecursionError):
+        text = source
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _truncate_history(path: Path, lines: int) -> None:
@@ -162,6 +200,10 @@ class Plan:
     parents: list[dict[str, Any]]
     warmup: bool
     request: GenerationRequest | None = None
+    #: The earlier candidate whose network this one repeats (its result is reused).
+    duplicate_of: int | None = None
+    #: :func:`source_key` of the evaluated source (None when nothing was evaluated).
+    key: str | None = None
 
 
 @dataclass
@@ -216,6 +258,8 @@ class Search:
         self._compare_to = str(cfg.temperature.get("compare_to", "best"))
         self._prompt_archive_on = bool(cfg.ablation.prompt_archive)
         self._curiosity = {k: float(v) for k, v in cfg.curiosity.items()}
+        #: Networks submitted and not yet told: key -> (candidate id, future).
+        self._running: dict[str, tuple[int, Future]] = {}
 
     def _init_network(self, sandbox: Sandbox | None) -> None:
         """space=network: sandbox server(s), the dataset and the paper's seed network."""
@@ -294,11 +338,7 @@ class Search:
             num_instructions=len(self.instructions),
             t_min=float(cfg.temperature.min),
             t_max=float(cfg.temperature.max),
-            kind=arch.kind,
-            cells=int(arch.get("prompt_cells", 100)),
-            temperature_bins=int(arch.get("prompt_temperature_bins", 10)),
-            centroid_samples=int(arch.get("centroid_samples", 20000)),
-            centroid_seed=int(arch.get("centroid_seed", 0)),
+            t_step=float(cfg.prompt_archive.temperature_step),
         )
         population = None
         if not cfg.ablation.network_archive:
@@ -316,7 +356,9 @@ class Search:
         )
 
     def _job(self, source: str, class_name: str, candidate_id: int) -> dict[str, Any]:
-        seed = int(np.random.SeedSequence([int(self.cfg.seed), candidate_id]).generate_state(1)[0])
+        # One network, one fitness: the seed follows the run seed and the normalised source.
+        words = [int(source_key(source)[i:i + 8], 16) for i in range(0, 32, 8)]
+        seed = int(np.random.SeedSequence([int(self.cfg.seed), *words]).generate_state(1)[0])
         return {
             "code": source,
             "class_name": class_name,
@@ -461,13 +503,15 @@ class Search:
                         strategy=selection.strategy,
                         k=int(selection.k),
                         tau=float(selection.softmax_tau),
+                        explore=float(getattr(selection, "explore", 0.0)),
                     )
                 if chosen is None:  # warm-up or no prompt archive: uniform draws
                     iid = int(rng.integers(len(self.instructions)))
-                    t = temp.clip(rng.uniform(temp.min, temp.max))
-                else:
-                    iid, t_prompt = chosen
-                    t = temp.propose(t_prompt, generation, generations)
+                    chosen = iid, state.prompt_archive.snap(rng.uniform(temp.min, temp.max))
+                # The selected cell's temperature (adaptive); constant / linear_decay
+                # schedules keep their own.
+                iid, t_prompt = chosen
+                t = temp.propose(t_prompt, generation, generations)
                 plan = Plan(cid, Operator.MUTATION, self.instructions[iid], iid, t, [parent],
                             warmup)
             plan.request = self._request(plan, int(rng.integers(2**31)))
@@ -518,7 +562,7 @@ class Search:
                 if self.space != "nb201" or ext is None or not ext.ok:
                     self._source_path(plan.candidate_id, generation).write_text(text or "")
                 flight.jobs.append((plan, completion, ext))
-                flight.futures.append(self._start(plan, completion, ext, progress))
+                flight.futures.append(self._start(plan, completion, ext, progress, state))
         return flight
 
     def finish_generation(self, state: SearchState, flight: _InFlight) -> None:
@@ -544,7 +588,8 @@ class Search:
             records.append(record)
         self._append_history(state, records)
 
-    def _start(self, plan: Plan, completion: Completion, ext: Any, progress: Any) -> Future:
+    def _start(self, plan: Plan, completion: Completion, ext: Any, progress: Any,
+               state: SearchState | None = None) -> Future:
         """A future of the candidate's result: failures before the sandbox resolve at once."""
         early = None
         if ext is None:
@@ -559,7 +604,23 @@ class Search:
             if progress is not None:
                 progress.advance()
             return done
-        future = self.submit(ext.source, ext.class_name, plan.candidate_id)
+        # One network, one fitness: a repeat of an earlier candidate reuses its result.
+        plan.key = source_key(ext.source)
+        earlier = (state.evaluated.get(plan.key) if state is not None else None)
+        if earlier is not None:
+            plan.duplicate_of = int(earlier[0])
+            done = Future()
+            done.set_result(earlier[1])
+            if progress is not None:
+                progress.advance()
+            return done
+        running = self._running.get(plan.key)
+        if running is not None:  # the same network earlier in this generation
+            plan.duplicate_of = running[0]
+            future = running[1]
+        else:
+            future = self.submit(ext.source, ext.class_name, plan.candidate_id)
+            self._running[plan.key] = (plan.candidate_id, future)
         if progress is not None:
             future.add_done_callback(lambda _: progress.advance())
         return future
@@ -597,19 +658,28 @@ class Search:
         improved = ok and (reference is None or result.fitness > reference)
         if ok and (state.best_fitness is None or result.fitness > state.best_fitness):
             state.best_fitness = float(result.fitness)
+        if plan.key is not None and plan.duplicate_of is None:
+            state.evaluated[plan.key] = (plan.candidate_id, result)
+            self._running.pop(plan.key, None)
         # Curiosity (mutation prompts only; crossover adds nothing to the prompt archive).
-        # An LLM outage says nothing about the prompt, so it changes neither curiosity nor
-        # temperature.
+        # A completion with no usable network (refusal, outage, no code, policy) is not
+        # free: it pays `curiosity.no_network` (METHOD.md §3.4).
         next_t = plan.temperature
-        if result.status is not Status.LLM_ERROR and plan.operator is not Operator.SEED:
+        if plan.operator is not Operator.SEED:
             next_t = state.temperature.update(plan.temperature, improved)
             if plan.operator is Operator.MUTATION and self._prompt_archive_on:
                 cur = self._curiosity
-                delta = (cur["added"] if added else cur["not_added"]) if ok else cur["untrainable"]
-                state.prompt_archive.credit(plan.instruction_id, plan.temperature, float(delta),
-                                            added)
-                if next_t != plan.temperature:
-                    state.prompt_archive.offer(plan.instruction_id, next_t)
+                if ok:
+                    delta = cur["added"] if added else cur["not_added"]
+                elif result.status in _NO_NETWORK:
+                    delta = cur.get("no_network", cur["untrainable"])
+                else:
+                    delta = cur["untrainable"]
+                prompts = state.prompt_archive
+                prompts.credit(plan.instruction_id, plan.temperature, float(delta), added)
+                # The adapted temperature reaches a cell of its own (inheriting curiosity).
+                if prompts.snap(next_t) != prompts.snap(plan.temperature):
+                    prompts.spread(plan.instruction_id, plan.temperature, next_t)
         record = {
             "candidate_id": plan.candidate_id,
             "generation": generation,
@@ -633,6 +703,7 @@ class Search:
             "measures": measures,
             "added": bool(added),
             "improved": bool(improved),
+            "duplicate_of": plan.duplicate_of,
             "error": result.error,
             "source_file": str(self._source_path(plan.candidate_id, generation)
                                .relative_to(self.run_dir)),
@@ -672,7 +743,8 @@ class Search:
                 "check dataset.input_shape / dataset.num_classes and the trainer config "
                 "(space=nb201: nb201.seed_cell and the table)"
             )
-        plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False)
+        plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False,
+                    key=source_key(self.seed_source))
         record = self.tell(state, plan, result, self.seed_source, 0)
         if record["status"] != Status.OK.value:
             raise RuntimeError(f"the seed could not enter the archive ({record['status']}: "
@@ -696,6 +768,7 @@ class Search:
         temps = [r["temperature"] for r in records]
         net, prm = state.network_archive.stats(), state.prompt_archive.stats()
         losses = [r["val_loss"] for r in ok if r["val_loss"] is not None]
+        mutations = [r for r in records if r["operator"] == Operator.MUTATION.value]
         return {
             "candidates": len(records),
             "valid_fraction": len(ok) / len(records) if records else 0.0,
@@ -712,6 +785,10 @@ class Search:
             "temperature_mean": float(np.mean(temps)) if temps else None,
             "temperature_min": min(temps) if temps else None,
             "temperature_max": max(temps) if temps else None,
+            **exploration_metrics(mutations, len(self.instructions)),
+            "duplicates": sum(r.get("duplicate_of") is not None for r in records),
+            "at_chance": (sum(_at_chance(r, self.num_classes) for r in ok) / len(ok)
+                          if ok and self.space != "nb201" else None),
             "llm_requests": sum(1 for r in records if r["operator"] != "seed"),
             "llm_cache_hits": sum(bool(r["llm"].get("cached")) for r in records),
             "llm_failures": sum(r["status"] == Status.LLM_ERROR.value for r in records),
@@ -728,6 +805,27 @@ class Search:
         if self.evaluator is not None:
             self.evaluator.close()
         self.generator.close()
+
+
+def exploration_metrics(mutations: Sequence[dict[str, Any]], instructions: int) -> dict[str, Any]:
+    """How widely mutations explored: instruction-use entropy and distinct temperatures.
+
+    The entropy is normalised by its maximum, the log of the instruction count (1 = every
+    instruction used equally often).
+    """
+    counts = np.array(list(Counter(r["instruction_id"] for r in mutations).values()), float)
+    entropy = None
+    if counts.size and instructions > 1:
+        p = counts / counts.sum()
+        entropy = float(-(p * np.log(p)).sum() / math.log(instructions))
+    return {"instruction_entropy": entropy,
+            "distinct_temperatures": len({round(float(r["temperature"]), 6) for r in mutations})}
+
+
+def _at_chance(record: dict[str, Any], num_classes: int) -> bool:
+    """A trained network no better than guessing (validation accuracy < 1.25 / classes)."""
+    acc = record.get("val_accuracy")
+    return acc is not None and acc < 1.25 / max(2, int(num_classes))
 
 
 def _account(totals: Counter, completion: Completion) -> None:
@@ -857,6 +955,7 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
             "coverage": prm["coverage"],
             "max_curiosity": prm["max_curiosity"],
         },
+        "search": _run_quality(search, records),
         "descriptors_clipped": dict(state.clipped),
         "llm": {k: (round(v, 3) if isinstance(v, float) else v)
                 for k, v in sorted(state.llm_totals.items())},
@@ -873,6 +972,23 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
             }
             for e in state.network_archive.top(10)
         ],
+    }
+
+
+def _run_quality(search: Search, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Run-level exploration and fitness-noise numbers (what `make bench-search` compares)."""
+    mutations = [r for r in records if r["operator"] == Operator.MUTATION.value
+                 and not r.get("warmup")]
+    ok = [r for r in records if r["status"] == Status.OK.value]
+    children = [r for r in records if r["operator"] != Operator.SEED.value]
+    dups = sum(r.get("duplicate_of") is not None for r in children)
+    return {
+        **exploration_metrics(mutations, len(search.instructions)),
+        "instructions_used": len({r["instruction_id"] for r in mutations}),
+        "duplicate_fraction": dups / len(children) if children else 0.0,
+        "distinct_evaluations": len(records) - dups,
+        "at_chance_fraction": (sum(_at_chance(r, search.num_classes) for r in ok) / len(ok)
+                               if ok and search.space != "nb201" else None),
     }
 
 
@@ -903,7 +1019,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
     if resume:
         if (run_dir / CHECKPOINTS / LATEST).exists():
             state = load_checkpoint(run_dir)
-        elif (run_dir / CONFIG).exists():
+        elif (run_dir / CONFIG).exists() or (run_dir / ".hydra" / "config.yaml").exists():
             # Killed before the seed's checkpoint: nothing finished yet, so start over here.
             log.warning("%s has no checkpoint yet (stopped during generation 0): starting "
                         "the run over in the same directory", run_dir)
@@ -913,6 +1029,8 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
     if cfg.get("space", "network") == "nb201":
         # Absolute, so that `resume=` works from any directory.
         cfg.nb201.table = str(Path(str(cfg.nb201.table)).expanduser().resolve())
+    if state is None:  # first, so that a run killed while starting up can be resumed
+        (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     console = Console(stderr=True)
     search = Search(cfg, run_dir, console=console, sandbox=sandbox)
     from hydra.utils import instantiate
@@ -920,7 +1038,6 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
     metrics_logger = instantiate(cfg.logger)
     try:
         if state is None:
-            (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
             state = search.new_state()
             metrics_logger.start(run_dir, OmegaConf.to_container(cfg, resolve=True))
             started = time.perf_counter()
@@ -1008,6 +1125,8 @@ def _loop(search: Search, state: SearchState, metrics_logger: Any, console: Any,
             info = (
                 f"best {_fmt(state.best_fitness)}  cells {metrics['network_cells']}"
                 f"/{metrics['prompt_cells']}  T {state.temperature.current:.2f}"
+                f"  H {_fmt(metrics['instruction_entropy'])}"
+                f"  #T {metrics['distinct_temperatures']}"
             )
             bar.update(task, info=info)
             if not show_progress:

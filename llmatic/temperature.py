@@ -33,11 +33,12 @@ class TemperatureSchedule:
 class AdaptiveTemperature(TemperatureSchedule):
     """The paper: +step after a child that improved fitness (explore), -step otherwise.
 
-    Mutations use the temperature stored with their prompt; the global ``current``
+    Mutations use the temperature of the prompt cell they selected; the global ``current``
     temperature (used by warm-up and crossover) follows the same rule.
 
     Args:
-        compare_to: ``best`` (best-so-far, the reference code) or ``parent``.
+        compare_to: ``parent`` (the default: did the child beat its parent?) or ``best``
+            (best-so-far, the reference code).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class AdaptiveTemperature(TemperatureSchedule):
         step: float = 0.05,
         min: float = 0.1,  # noqa: A002
         max: float = 1.0,  # noqa: A002
-        compare_to: str = "best",
+        compare_to: str = "parent",
     ) -> None:
         super().__init__(min=min, max=max)
         if compare_to not in ("best", "parent"):

@@ -238,7 +238,7 @@ def test_heatmaps_of_grid_archives_and_empty_prompt_archives(tmp_path):
         network.add(source="...", fitness=0.2 * i, measures=[w2d, flops],
                     raw_measures=[64 * w2d, 1.5 + 5.5 * flops], candidate_id=i, generation=i,
                     val_accuracy=0.2 * i, val_loss=1.0, params=10, flops=100)
-    prompts = PromptArchive(num_instructions=13, t_min=0.1, t_max=1.0, kind="grid")
+    prompts = PromptArchive(num_instructions=13, t_min=0.1, t_max=1.0)
     prompts.credit(3, 0.6, -1.0, False)
     prompts.credit(5, 0.2, 1.0, True)
     run = hand_run("llmatic", 0, 0.7, [record(0, acc=0.1, loss=2.0)], cells=[])
@@ -256,7 +256,7 @@ def test_heatmaps_of_grid_archives_and_empty_prompt_archives(tmp_path):
     assert prompt.axes[0].get_yticklabels()[3].get_text() == "3: Add layer 3"
     empty = SimpleNamespace(network_archive=network,
                             prompt_archive=PromptArchive(num_instructions=13, t_min=0.1,
-                                                         t_max=1.0, kind="grid"))
+                                                         t_max=1.0))
     written = figures.save_figure(net, tmp_path, "net") + figures.save_figure(
         figures.plot_prompt_heatmap(run, empty), tmp_path, "empty")
     assert all(p.stat().st_size > 0 for p in written)

@@ -41,31 +41,47 @@ def test_search_fills_both_archives_and_writes_the_run_directory(smoke_run):
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + 3
 
 
-def test_curiosity_accumulates_with_the_paper_increments(smoke_run):
+def test_curiosity_accumulates_and_spreads_to_the_adapted_temperature(smoke_run):
+    """Replaying the history (paper increments; the adapted temperature's cell inherits the
+    curiosity it came from) rebuilds the run's prompt archive exactly."""
+    from llmatic.archives import PromptArchive
+
     run_dir, _, cfg = smoke_run
     history = read_history(run_dir)
     with open(run_dir / "checkpoints" / "latest.pkl", "rb") as fh:
         state = pickle.load(fh)
-    archive = state.prompt_archive
-    expected: dict[int, float] = {}
+    replay = PromptArchive(num_instructions=len(cfg.operators.mutation_instructions),
+                           t_min=cfg.temperature.min, t_max=cfg.temperature.max,
+                           t_step=cfg.prompt_archive.temperature_step)
+    no_network = {"llm_error", "syntax_error", "no_network", "forbidden"}
     for rec in history:
-        if rec["operator"] != "mutation" or rec["status"] == "llm_error":
+        if rec["operator"] != "mutation":
             continue
-        delta = (1.0 if rec["added"] else -0.5) if rec["status"] == "ok" else -1.0
-        cell = int(archive.archive.index_of_single(
-            archive.measures(rec["instruction_id"], rec["temperature"])))
-        expected[cell] = expected.get(cell, 0.0) + delta
-    data = archive.archive.data()
-    got = {int(i): float(o) for i, o in zip(data["index"], data["objective"], strict=True)}
-    for cell, value in expected.items():
-        assert got[cell] == pytest.approx(value)
+        if rec["status"] == "ok":
+            delta = 1.0 if rec["added"] else -0.5
+        else:
+            delta = cfg.curiosity.no_network if rec["status"] in no_network else -1.0
+        replay.credit(rec["instruction_id"], rec["temperature"], delta, rec["added"])
+        if replay.snap(rec["next_temperature"]) != replay.snap(rec["temperature"]):
+            replay.spread(rec["instruction_id"], rec["temperature"], rec["next_temperature"])
+
+    def cells(archive):
+        data = archive.archive.data()
+        return {int(i): (float(o), tuple(s)) for i, o, s in
+                zip(data["index"], data["objective"], data["solution"], strict=True)}
+
+    assert cells(state.prompt_archive) == cells(replay)
+    # One instruction per row: a cell's index is (instruction, temperature bin).
+    archive = state.prompt_archive
+    for index, (_, (iid, t)) in cells(archive).items():
+        assert index == int(iid) * archive.bins + int(round((t - archive.t_min) / archive.t_step))
 
 
 def test_adaptive_temperature_moves_by_step_after_each_child(smoke_run):
     run_dir, _, cfg = smoke_run
     step = cfg.temperature.step
     for rec in read_history(run_dir):
-        if rec["operator"] == "seed" or rec["status"] == "llm_error":
+        if rec["operator"] == "seed":
             continue
         expected = rec["temperature"] + (step if rec["improved"] else -step)
         expected = min(cfg.temperature.max, max(cfg.temperature.min, expected))
@@ -90,6 +106,17 @@ def test_crossover_parents_are_nearest_neighbours(tmp_path, shared_sandbox):
     crossovers = [r for r in history if r["operator"] == "crossover"]
     assert crossovers, "p_mutation=0 after warm-up must give crossovers"
     assert all(len(r["parents"]) == 2 and r["parents"][0] != r["parents"][1] for r in crossovers)
+    # The second parent is the elite nearest to the first in the archive they were drawn
+    # from (the checkpoint of the generation before).
+    for rec in crossovers:
+        with open(tmp_path / "checkpoints" / f"gen_{rec['generation'] - 1:04d}.pkl", "rb") as fh:
+            elites = pickle.load(fh).network_archive.elites()
+        ids = [int(c) for c in elites["candidate_id"]]
+        first = elites["measures"][ids.index(rec["parents"][0])]
+        dist = {c: float(((m - first) ** 2).sum()) for c, m in zip(ids, elites["measures"],
+                                                                   strict=True)
+                if c != rec["parents"][0]}
+        assert dist[rec["parents"][1]] == pytest.approx(min(dist.values()))
     assert all(r["instruction"].startswith("Combine the above two") for r in crossovers)
 
 
@@ -150,3 +177,26 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     assert state_path.read_bytes() == before
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
     assert load_checkpoint(tmp_path).generation == 1
+
+
+def test_one_network_one_fitness(smoke_run, tmp_path, shared_sandbox):
+    """The training seed follows the normalised source, and a repeat is not trained again."""
+    from llmatic.search import Search
+
+    run_dir, _, cfg = smoke_run
+    search = Search(cfg, tmp_path, sandbox=shared_sandbox)
+    try:
+        src = search.seed_source
+        same = '"""The seed, reformatted."""\n' + src.replace("\n\n", "\n\n\n") + "\n# end\n"
+        seeds = [search._job(s, "Net", cid)["seed"] for s, cid in ((src, 1), (same, 2))]
+        other = search._job(src.replace("relu", "tanh", 1), "Net", 1)["seed"]
+    finally:
+        search.close()
+    assert seeds[0] == seeds[1] != other  # before: the seed followed the candidate id
+    history = read_history(run_dir)
+    by_id = {r["candidate_id"]: r for r in history}
+    for rec in history:
+        if rec.get("duplicate_of") is not None:
+            first = by_id[rec["duplicate_of"]]
+            assert (rec["status"], rec["fitness"]) == (first["status"], first["fitness"])
+            assert not rec["added"]
