@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-search clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_llm.py --out benchmarks/results/llm.json
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results/bench.json
+
+# Search quality: the full method against its ablations over 5 seeds (digits, llm=rules,
+# default budget), plus NAS-Bench-201 queries to the top 1%. About 40 minutes on 2 cores.
+bench-search: install
+	$(BIN)/python benchmarks/bench_search.py --seeds 5 --out benchmarks/results/search.json
 
 lint: install
 	$(BIN)/ruff check llmatic tests
