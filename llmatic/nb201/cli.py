@@ -76,10 +76,16 @@ def _add_synthetic(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, metavar="CSV", help="the CSV to write")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    parser.add_argument("--landscape", choices=("prior", "random"), default="prior",
+                        help="prior: more and bigger convolutions score higher (default); "
+                             "random: edge operations and their pairwise interactions of "
+                             "random value (an optimum no prior guesses)")
+    parser.add_argument("--key", type=int, default=0, help="seed of --landscape random")
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
-    rows = write_synthetic_table(args.out, seed=args.seed)
+    rows = write_synthetic_table(args.out, seed=args.seed, landscape=args.landscape,
+                                 key=args.key)
     print(f"wrote a SYNTHETIC table (not benchmark data): {rows} rows to {args.out}")
     return 0
 

@@ -632,7 +632,37 @@ def _synthetic_costs(ops: Arch, dataset: str) -> tuple[float, float]:
     return flops, params
 
 
-def write_synthetic_table(out_csv: str | os.PathLike[str], seed: int = 0) -> int:
+def _random_qualities(cells: Sequence[tuple[Arch, str]], key: int) -> list[float]:
+    """A landscape no prior guesses: random edge-operation values and pairwise interactions.
+
+    From ``key``: a value per (edge, operation) and per pair of (edge, operation)s, both
+    standard normal (the pairs scaled so each part has similar spread); a cell scores their
+    sum, mapped onto (0, 1]. A cell cut off from its input still scores 0.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(int(key))
+    n_edges, op_index = 6, {op: i for i, op in enumerate(_OP_ORDER)}
+    single = rng.normal(size=(n_edges, len(_OP_ORDER)))
+    pairs = rng.normal(size=(n_edges, len(_OP_ORDER), n_edges, len(_OP_ORDER))) / math.sqrt(7.5)
+    raw = []
+    for ops, _ in cells:
+        idx = [op_index[o] for o in ops]
+        s = sum(single[e, idx[e]] for e in range(n_edges))
+        s += sum(pairs[e, idx[e], f, idx[f]] for e in range(n_edges) for f in range(e + 1, n_edges))
+        raw.append(float(s))
+    lo, hi = min(raw), max(raw)
+    alive = [_synthetic_quality(ops) > 0.0 for ops, _ in cells]
+    return [0.01 + 0.99 * (r - lo) / (hi - lo) if a else 0.0
+            for r, a in zip(raw, alive, strict=True)]
+
+
+#: Operation order of the random landscape's value tables.
+_OP_ORDER = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def write_synthetic_table(out_csv: str | os.PathLike[str], seed: int = 0, *,
+                          landscape: str = "prior", key: int = 0) -> int:
     """Write a SYNTHETIC, NAS-Bench-201-like table: NOT benchmark data, for trying things out.
 
     All 15,625 cells x :data:`DATASETS`, deterministic in ``seed`` (same bytes every time). A
@@ -647,12 +677,19 @@ def write_synthetic_table(out_csv: str | os.PathLike[str], seed: int = 0) -> int
     Args:
         out_csv: The CSV to write (atomically).
         seed: The noise seed.
+        landscape: ``prior`` (the model above: "more 3x3 convolutions" wins, which a
+            mutator's prior finds at once) or ``random`` (edge operations and their pairwise
+            interactions of random value from ``key``: an optimum no prior guesses).
+        key: The random landscape's seed.
 
     Returns:
         The number of rows written (46,875).
     """
+    if landscape not in ("prior", "random"):
+        raise ValueError(f"landscape must be prior or random, got {landscape!r}")
     cells = [(ops, text) for text, ops in _canonical_strings().items()]  # all_archs order
-    quality = [_synthetic_quality(ops) for ops, _ in cells]
+    quality = ([_synthetic_quality(ops) for ops, _ in cells] if landscape == "prior"
+               else _random_qualities(cells, key))
     top = max(quality)
 
     def rows() -> Iterator[tuple[str, ...]]:
@@ -676,4 +713,5 @@ def write_synthetic_table(out_csv: str | os.PathLike[str], seed: int = 0) -> int
 
     return _write_csv(Path(out_csv), rows(), comment=(
         f"{SYNTHETIC_MARK} NAS-Bench-201-like table written by `llmatic-nb201 synthetic "
-        f"--seed {seed}`: made-up numbers for trying things out, NOT benchmark data"))
+        f"--seed {seed} --landscape {landscape} --key {key}`: made-up numbers for trying "
+        "things out, NOT benchmark data"))
