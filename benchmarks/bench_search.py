@@ -53,6 +53,7 @@ METRICS = (  # key, label, digits
 
 
 def compose(*overrides: str):
+    """The real config with overrides (as the CLI composes it)."""
     from hydra import compose as _compose
     from hydra import initialize_config_dir
 
@@ -75,6 +76,7 @@ def ci95(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
+    """One search; the numbers the table compares."""
     from llmatic.search import read_history, run_search
 
     run_dir = root / ablation / str(seed)
@@ -112,6 +114,7 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
 
 
 def networks(seeds: int, final: int, out: Path) -> dict:
+    """Every ablation x seed on digits, one shared sandbox."""
     from llmatic.sandbox import Sandbox
 
     cfg = compose()
@@ -198,6 +201,7 @@ def _nb201(seeds: int, tmp: Path, landscape: str) -> dict:
 
 
 def markdown(result: dict) -> str:
+    """The comparison as a Markdown table."""
     lines = [f"Machine: {result['machine']}; {result['seeds']} seeds per ablation, "
              "digits, llm=rules, default budget. Mean ± 95% CI half-width.", "",
              "| | " + " | ".join(ABLATIONS) + " |", "|---|" + "---|" * len(ABLATIONS)]
@@ -220,6 +224,7 @@ def markdown(result: dict) -> str:
 
 
 def figure(result: dict, path: Path) -> None:
+    """Box plots of best accuracy, entropy and networks at chance per ablation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,6 +247,7 @@ def figure(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write JSON, Markdown and PNG."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--nb201-seeds", type=int, default=5)
