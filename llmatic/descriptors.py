@@ -78,3 +78,54 @@ class DescriptorSpace:
                 self.clipped[f"{name}_high"] += 1
             out.append(min(1.0, max(0.0, x)))
         return out
+
+
+# -- raw counts a candidate cannot override -------------------------------------------------
+def module_tree(net: object) -> list[object]:
+    """Every module under ``net`` (itself first), read from the base class's own dicts.
+
+    Walks ``_modules`` in each instance ``__dict__`` with ``dict`` methods, so overriding
+    ``modules()``, ``named_modules()``, ``children()`` or ``__getattr__`` changes nothing.
+    """
+    seen: set[int] = set()
+    out: list[object] = []
+    stack = [net]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append(module)
+        children = _raw(module, "_modules")
+        if isinstance(children, dict):
+            stack.extend(m for m in reversed(list(dict.values(children))) if m is not None)
+    return out
+
+
+def parameter_count(net: object) -> int:
+    """Elements of every distinct parameter under ``net``, frozen or not (raw walk)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for module in module_tree(net):
+        params = _raw(module, "_parameters")
+        if not isinstance(params, dict):
+            continue
+        for p in dict.values(params):
+            if isinstance(p, torch.Tensor) and id(p) not in seen:
+                seen.add(id(p))
+                total += torch.Tensor.numel(p)
+    return int(total)
+
+
+def raw_attribute(module: object, name: str) -> object:
+    """``module.name`` as stored in its instance dict (no property, no ``__getattr__``)."""
+    return _raw(module, name)
+
+
+def _raw(obj: object, name: str) -> object:
+    try:
+        return dict.get(object.__getattribute__(obj, "__dict__"), name)
+    except (AttributeError, TypeError):
+        return None

@@ -36,7 +36,8 @@ class Evaluator(abc.ABC):
     """Runs sandboxed jobs; ``submit`` returns a future of the child's outcome."""
 
     @abc.abstractmethod
-    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
+              isolation: str | None = None) -> None:
         """Prepare (start servers); may return before they are ready."""
 
     @abc.abstractmethod
@@ -85,7 +86,8 @@ _SHARED: dict[tuple[float, int | None, int], Sandbox] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: int) -> Sandbox:
+def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: int,
+                    isolation: str | None = None) -> Sandbox:
     """This process's pre-warmed sandbox server for these limits (started on first use).
 
     Hydra's basic launcher runs the jobs of a sweep one after another in one process; they
@@ -93,14 +95,15 @@ def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: i
     each). The server never runs candidate code itself: every candidate still gets a fresh
     child forked from it. The servers stop when the process exits.
     """
-    key = (float(timeout_s), None if memory_mb is None else int(memory_mb), int(torch_threads))
+    key = (float(timeout_s), None if memory_mb is None else int(memory_mb), int(torch_threads),
+           isolation)
     with _SHARED_LOCK:
         box = _SHARED.get(key)
         if box is None:
             if not _SHARED:
                 atexit.register(_close_shared)
             box = _SHARED[key] = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                                         torch_threads=torch_threads)
+                                         torch_threads=torch_threads, isolation=isolation)
     return box
 
 
@@ -151,11 +154,17 @@ class PoolEvaluator(_DispatchingEvaluator):
         self.gpus_per_worker = int(gpus_per_worker)
         self.sandbox = sandbox
 
-    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
-        """Start the sandbox server (in the background) and the dispatch threads."""
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
+              isolation: str | None = None) -> None:
+        """Start the sandbox server (in the background) and the dispatch threads.
+
+        ``isolation``: ``sandbox.isolation`` (auto | strict | python; None: the
+        ``LLMATIC_ISOLATION`` environment variable, else auto). After the server started,
+        ``self.sandbox.isolation_report`` names the kernel layers every candidate gets.
+        """
         if self.sandbox is None:  # the process's server: later runs here reuse it
             self.sandbox = process_sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                                           torch_threads=torch_threads)
+                                           torch_threads=torch_threads, isolation=isolation)
         self.sandbox.start()
         if self.gpus_option == "auto":
             gpus = _visible_gpus()
@@ -195,9 +204,10 @@ class LocalEvaluator(PoolEvaluator):
 class _SandboxActor:
     """A Ray actor holding one pre-warmed sandbox server; runs one child per call."""
 
-    def __init__(self, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+    def __init__(self, timeout_s: float, memory_mb: int | None, torch_threads: int,
+                 isolation: str | None = None) -> None:
         self.sandbox = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                               torch_threads=torch_threads)
+                               torch_threads=torch_threads, isolation=isolation)
         self.sandbox.start()
 
     def run(self, job: dict[str, Any], job_dir: str) -> ChildOutcome:
@@ -238,7 +248,8 @@ class RayEvaluator(_DispatchingEvaluator):
         self._all: list[Any] = []
         self._started_ray = False
 
-    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int) -> None:
+    def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
+              isolation: str | None = None) -> None:
         """Connect to (or start) Ray and create the actors."""
         try:
             import ray
@@ -252,7 +263,7 @@ class RayEvaluator(_DispatchingEvaluator):
             ray.init(**kwargs)
             self._started_ray = True
         actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_SandboxActor)
-        self._all = [actor_cls.remote(timeout_s, memory_mb, torch_threads)
+        self._all = [actor_cls.remote(timeout_s, memory_mb, torch_threads, isolation)
                      for _ in range(self.workers)]
         self._open(list(self._all), "llmatic-ray")
 

@@ -83,6 +83,7 @@ _BLOCKED_EVENTS = frozenset(
         "shutil.rmtree", "webbrowser.open",
     }
 )
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = frozenset(
     {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
@@ -159,6 +160,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+#: What the server applies to every child (set by :func:`serve` from ``--isolation``).
+_ISOLATION: Any = None
+#: The job directory's subdirectory a candidate may write (HOME, TMPDIR, Lightning's root).
+SCRATCH = "scratch"
+
+
 def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
            timeout_s: float | None = None, cuda_devices: str | None = None,
            rank_env: dict[str, str] | None = None) -> None:
@@ -171,6 +178,7 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
     """
     code = 0
     rank = int(rank_env["RANK"]) if rank_env else 0
+    iso = _ISOLATION
     try:
         _die_with_parent(server)
         if rank_env is None:
@@ -186,6 +194,17 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
         os.closerange(3, 1024)  # the server's protocol pipes and anything else
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
+        if iso is not None and rank_env is None:  # a DDP supervisor already did this
+            iso.enter()  # from here on: PID 1 of new user/pid/net/mount namespaces
+        job = json.loads(Path("job.json").read_text())
+        # The worker's reports are opened now: the candidate cannot write the job directory.
+        outputs = {"result": os.open(result_file(rank), _NEW_FILE, 0o600)}
+        if rank == 0:
+            split = str(job.get("predict_split", "val"))
+            outputs["logits"] = os.open(logits_file(split), _NEW_FILE, 0o600)
+        scratch = os.path.join(job_dir, SCRATCH)
+        os.makedirs(scratch, exist_ok=True)
+        os.chdir(scratch)
         if memory_mb:  # None / 0: no limit (e.g. if a CUDA driver refuses to start under one)
             limit = _vm_data_bytes() + int(memory_mb) * 2**20
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -198,7 +217,7 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
         os.environ.clear()
         os.environ.update(keep)
         os.environ.update(
-            {"HOME": job_dir, "TMPDIR": job_dir, "OMP_NUM_THREADS": str(torch_threads)}
+            {"HOME": scratch, "TMPDIR": scratch, "OMP_NUM_THREADS": str(torch_threads)}
         )
         if cuda_devices is not None:  # the evaluator binds this child to its GPU(s)
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
@@ -206,16 +225,26 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
             os.environ.update(rank_env)
         from llmatic.worker import run_job
 
-        job = json.loads(Path("job.json").read_text())
         job["torch_threads"] = torch_threads
         if rank_env:
             job["rank"], job["world_size"] = rank, int(rank_env["WORLD_SIZE"])
-        _install_audit_hook(job_dir)
-        result = run_job(job, Path(job_dir))
+        if iso is not None:  # Landlock + seccomp: the last step before candidate code
+            inputs = [job["data_dir"]] if job.get("data_dir") else []
+            iso.restrict(job_dir=job_dir, inputs=inputs, writable=[scratch],
+                         ddp=rank_env is not None)
+        if job.get("audit_hook", True):  # off only in tests of the kernel layers alone
+            _install_audit_hook(job_dir)
+        result = run_job(job, Path(job_dir), outputs=outputs)
         if rank_env and result.get("status") != Status.OK.value:
             code = 2  # the other ranks would wait for this one in a collective
     except BaseException:  # noqa: BLE001 - the result file says what happened
         code = 1
+        try:
+            import traceback
+
+            traceback.print_exc()  # e.g. a layer that could not be applied: never silent
+        except BaseException:  # noqa: BLE001
+            pass
     finally:
         try:
             sys.stdout.flush()
@@ -244,6 +273,8 @@ def _supervise(req: dict[str, Any], server: int) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.closerange(3, 1024)  # the server's protocol pipes
+        if _ISOLATION is not None:  # the ranks share one set of namespaces (loopback up)
+            _ISOLATION.enter(ddp_supervisor=True)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
@@ -330,7 +361,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def serve() -> None:
+def serve(isolation: str = "auto") -> None:
     """The pre-warmed server loop: read job lines on stdin, fork, report exits.
 
     Protocol (JSON lines): in ``{"id", "job_dir", "memory_mb", "torch_threads", "timeout_s",
@@ -349,8 +380,16 @@ def serve() -> None:
     import llmatic.data  # noqa: F401
     import llmatic.training  # noqa: F401
     import llmatic.worker  # noqa: F401
+    from llmatic.isolation import IsolationError, probe
 
-    proto.write(json.dumps({"ready": True}) + "\n")
+    global _ISOLATION
+    try:  # which kernel layers every child gets; strict refuses to start without one
+        iso = probe(isolation)
+    except (IsolationError, ValueError) as exc:
+        proto.write(json.dumps({"ready": False, "error": str(exc)}) + "\n")
+        return
+    _ISOLATION = iso if iso.active else None
+    proto.write(json.dumps({"ready": True, "isolation": iso.report()}) + "\n")
     children: dict[int, Any] = {}
     deadlines: dict[int, float] = {}  # pid -> monotonic time after which it is killed
     buffer = b""
@@ -512,7 +551,8 @@ class Sandbox:
     """
 
     def __init__(
-        self, *, timeout_s: float, memory_mb: int | None, torch_threads: int = 1
+        self, *, timeout_s: float, memory_mb: int | None, torch_threads: int = 1,
+        isolation: str | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"sandbox.timeout_s must be > 0, got {timeout_s}")
@@ -521,6 +561,13 @@ class Sandbox:
         self.timeout_s = float(timeout_s)
         self.memory_mb = None if memory_mb is None else int(memory_mb)
         self.torch_threads = max(1, int(torch_threads))
+        from llmatic.isolation import MODES, default_mode
+
+        self.isolation = isolation or default_mode()
+        if self.isolation not in MODES:
+            raise ValueError(f"sandbox.isolation must be one of {MODES}, got {self.isolation!r}")
+        #: The server's report of the layers each child gets (after the server started).
+        self.isolation_report: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._waiters: dict[int, queue.Queue] = {}
@@ -536,13 +583,18 @@ class Sandbox:
     def _start_unlocked(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             return
-        env = dict(os.environ)
+        if self.isolation == "python":
+            import warnings
+
+            warnings.warn("sandbox.isolation=python: candidates run without the kernel "
+                          "boundary (namespaces, Landlock, seccomp)", stacklevel=3)
+        env = server_environment(os.environ)
         # One thread per library pool in the server: forking a process with busy OpenMP /
         # OpenBLAS pools can deadlock the child.
         env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                     "PYTHONWARNINGS": "ignore"})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "llmatic.sandbox"],
+            [sys.executable, "-m", "llmatic.sandbox", "--isolation", self.isolation],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -560,6 +612,14 @@ class Sandbox:
                     "the sandbox server failed to start; run `python -m llmatic.sandbox` to "
                     "see why"
                 )
+            hello = json.loads(ready)
+            if not hello.get("ready"):
+                self._proc.wait(timeout=10)
+                self._proc = None
+                from llmatic.isolation import IsolationError
+
+                raise IsolationError(hello.get("error", "the sandbox server refused to start"))
+            self.isolation_report = hello.get("isolation")
             self._ready = True
             threading.Thread(target=self._reader, args=(self._proc,), daemon=True).start()
         return self._proc
@@ -669,10 +729,10 @@ class Sandbox:
         logits = None
         logits_path = job_dir / logits_file(str(job.get("predict_split", "val")))
         if (result is not None and result.get("status") == "ok"
-                and _regular_file(logits_path)):
-            try:
+                and result.get("final") is True and _regular_file(logits_path)):
+            try:  # the file is created (empty) before the candidate runs
                 logits = np.load(logits_path, allow_pickle=False)
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):
                 logits = None
         return ChildOutcome(
             result=result,
@@ -682,6 +742,23 @@ class Sandbox:
             seconds=time.perf_counter() - started,
             logits=logits,
         )
+
+
+#: Environment variables the server keeps: no secrets (API keys, tokens) ever reach it,
+#: so no child can read them in ``/proc/<server>/environ`` or its own initial environment.
+_SERVER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONHASHSEED",
+               "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_DEVICE_ORDER",
+               "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "VIRTUAL_ENV",
+               "LLMATIC_ISOLATION", "TORCH_HOME", "XDG_CACHE_HOME")
+
+
+def server_environment(environ: Any) -> dict[str, str]:
+    """The sandbox server's whole environment: an allow-list of ``environ``."""
+    env = {k: environ[k] for k in _SERVER_ENV if k in environ}
+    env.update({k: v for k, v in environ.items() if k.startswith(("NCCL_", "GLOO_"))})
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env["HOME"] = environ.get("HOME", "/nonexistent")
+    return env
 
 
 def _tail(path: Path, limit: int = STDERR_TAIL) -> str:
@@ -728,7 +805,9 @@ def outcome_to_result(
     if outcome.timed_out:
         return EvalResult(Status.TIMEOUT, error="killed after the sandbox timeout", **base)
     status_text = res.get("status")
-    if outcome.result is None or (status_text == Status.OK.value and outcome.exitcode != 0):
+    unfinished = status_text == Status.OK.value and (outcome.exitcode != 0
+                                                     or res.get("final") is not True)
+    if outcome.result is None or unfinished:
         # No report, or the child died after writing a partial one.
         code = outcome.exitcode
         tail = outcome.stderr_tail.strip().splitlines()[-3:]
@@ -756,4 +835,4 @@ def outcome_to_result(
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[sys.argv.index("--isolation") + 1] if "--isolation" in sys.argv else "auto")

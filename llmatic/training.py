@@ -115,17 +115,21 @@ def width_and_depth(net: nn.Module) -> tuple[int, int]:
     Width is the largest ``out_channels`` / ``out_features`` / ``hidden_size`` of any
     layer; depth is the number of layer modules (at least 1).
     """
+    from llmatic.descriptors import module_tree, raw_attribute
+
     width, depth = 0, 0
-    for module in net.modules():
+    for module in module_tree(net):  # raw walk: a candidate's overrides cannot lie
         if isinstance(module, _LAYER_TYPES):
             depth += 1
         for attr in ("out_channels", "out_features", "hidden_size"):
-            value = getattr(module, attr, None)
+            value = raw_attribute(module, attr)
             if isinstance(value, int):
                 width = max(width, value)
     return width, max(depth, 1)
 
 
 def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Number of parameters, frozen or not, counted by a raw walk (no overrides used)."""
+    from llmatic.descriptors import parameter_count
+
+    return parameter_count(net)

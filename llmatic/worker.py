@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -170,26 +171,39 @@ def guarded_builtins(allowed: Any) -> dict[str, Any]:
 
 
 def count_flops(net: Any, example: Any) -> int:
-    """Multiply-accumulate count of one forward pass of ``example`` (thop's FLOPs).
+    """Multiply-accumulate count of one forward pass of ``example``.
 
-    Counted on a deep copy so thop's hooks and buffers never touch the trained network.
+    Two counts on deep copies (hooks and buffers never touch the trained network): thop's
+    module hooks and ``torch.utils.flop_counter.FlopCounterMode`` at the dispatcher, which
+    sees every matmul / convolution however the candidate calls it (FLOPs / 2 = MACs). The
+    larger is kept, so a network cannot look cheaper by hiding work from module hooks.
     """
     import contextlib
     import io
 
     import thop
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     clone = copy.deepcopy(net)
     with contextlib.redirect_stdout(io.StringIO()):
         macs, _ = thop.profile(clone, inputs=(example,), verbose=False)
-    return int(macs)
+    clone = copy.deepcopy(net)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        torch.nn.Module.__call__(clone, example)
+    return max(int(macs), int(counter.get_total_flops()) // 2)
 
 
-def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def run_job(job: dict[str, Any], workdir: Path,
+            outputs: dict[str, int] | None = None) -> dict[str, Any]:
     """Evaluate one candidate and return the result dict (also written to ``result.json``).
 
     The dict has ``status``, ``error``, ``params``, ``flops``, ``width``, ``depth``,
-    ``train_loss`` and ``timings``. On success, validation logits are in ``val_logits.npy``.
+    ``train_loss``, ``timings`` and ``final`` (true only in the record written after the
+    last stage: a partial record left by a child that died, or exited early, never counts).
+    On success, validation logits are in ``val_logits.npy``. ``outputs``: descriptors of the
+    report and logits files, opened before the sandbox made the job directory read-only.
     """
     result: dict[str, Any] = {"status": Status.OK.value, "error": None, "timings": {}}
     timings: dict[str, float] = result["timings"]
@@ -198,7 +212,12 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
     rank, world_size = int(job.get("rank", 0)), int(job.get("world_size", 1))
 
     def save() -> None:
-        (workdir / result_file(rank)).write_text(json.dumps(result))
+        data = json.dumps(result).encode()
+        if outputs and "result" in outputs:
+            os.ftruncate(outputs["result"], 0)
+            os.pwrite(outputs["result"], data, 0)
+        else:
+            (workdir / result_file(rank)).write_bytes(data)
 
     def stage(name: str, started: float) -> None:
         timings[name] = round(time.perf_counter() - started, 4)
@@ -273,14 +292,15 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         t = time.perf_counter()
         from llmatic.training import count_parameters, width_and_depth
 
-        try:
+        try:  # base-class walks over the real tensors: overrides cannot change the numbers
             result["params"] = count_parameters(net)
             result["width"], result["depth"] = width_and_depth(net)
             result["flops"] = count_flops(net, example[:1])
         except BaseException as exc:  # noqa: BLE001
             raise _classify(exc, Status.RUNTIME_ERROR) from exc
         stage("count", t)
-        save()  # partial result: survives a crash during training
+        result["final"] = False
+        save()  # partial result (not final): survives a crash during training
 
         if int(job.get("epochs", 0)) <= 0 or not job.get("data_dir"):
             result["status"] = Status.OK.value
@@ -300,7 +320,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
                            scheduler=None if scheduler is None else instantiate(scheduler))
         trainer_cfg = {"_target_": "lightning.Trainer", **job["trainer"]}
         trainer = instantiate(trainer_cfg, max_epochs=int(job["epochs"]),
-                              default_root_dir=str(workdir))
+                              default_root_dir=str(workdir / "scratch"))
         if str(job["trainer"].get("accelerator")) in ("gpu", "cuda") and train_set.x.ndim == 4:
             # GPU-resident data: uint8 images on the device, normalised per batch there.
             from llmatic.device_data import DeviceBatches
@@ -356,7 +376,11 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         if not np.isfinite(logits).all():
             raise CandidateFailure(Status.NON_FINITE, "validation logits contain NaN or inf")
         guard.check("prediction")
-        np.save(workdir / logits_file(split), logits)
+        if outputs and "logits" in outputs:
+            with os.fdopen(os.dup(outputs["logits"]), "wb") as fh:
+                np.save(fh, logits)
+        else:
+            np.save(workdir / logits_file(split), logits)
         stage("predict", t)
         if result.get("train_loss") is not None and not math.isfinite(result["train_loss"]):
             raise CandidateFailure(Status.NON_FINITE, "training loss is not finite")
@@ -368,6 +392,7 @@ def run_job(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
         result["status"] = failure.status.value
         result["error"] = str(failure)
     finally:
+        result["final"] = True
         save()
     return result
 
