@@ -60,6 +60,9 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.sandbox.memory_mb is not None:
         need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64 (or null)")
     need(number("sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
+    isolation = cfg.sandbox.get("isolation", "auto")
+    need(isolation in ("auto", "strict", "python"), "sandbox.isolation",
+         f"must be auto, strict or python, got {isolation!r}")
     need(number("dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
     need(cfg.fitness in ("accuracy", "loss"), "fitness",
          f"must be 'accuracy' or 'loss', got {cfg.fitness!r}")

@@ -275,6 +275,7 @@ class Search:
             timeout_s=float(cfg.sandbox.timeout_s),
             memory_mb=None if cfg.sandbox.memory_mb is None else int(cfg.sandbox.memory_mb),
             torch_threads=int(cfg.sandbox.torch_threads),
+            isolation=cfg.sandbox.get("isolation"),
         )
         self.sandbox = getattr(self.evaluator, "sandbox", None)
         # Data first: a missing dataset must fail before the LLM loads or anything runs.
@@ -759,6 +760,7 @@ class Search:
         record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "cached": False,
                          "attempts": 0}
         record["extraction_notes"] = []
+        record["isolation"] = getattr(self.sandbox, "isolation_report", None)
         self._append_history(state, [record])
 
     def generation_metrics(self, state: SearchState, generation: int) -> dict[str, Any]:
@@ -956,6 +958,9 @@ def summarize(search: Search, state: SearchState) -> dict[str, Any]:
             "max_curiosity": prm["max_curiosity"],
         },
         "search": _run_quality(search, records),
+        # The kernel layers every candidate got (None: nb201 lookups, or a Ray evaluator
+        # whose servers live in its actors).
+        "isolation": getattr(getattr(search, "sandbox", None), "isolation_report", None),
         "descriptors_clipped": dict(state.clipped),
         "llm": {k: (round(v, 3) if isinstance(v, float) else v)
                 for k, v in sorted(state.llm_totals.items())},
