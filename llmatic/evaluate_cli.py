@@ -63,11 +63,29 @@ def main(argv: list[str] | None = None) -> int:
         prog="llmatic-evaluate",
         description="Evaluate one network file exactly as the search evaluates a candidate.",
     )
-    parser.add_argument("file", help="a Python file (or an LLM answer) defining an nn.Module")
+    parser.add_argument("file", nargs="?",
+                        help="a Python file (or an LLM answer) defining an nn.Module")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. dataset=cifar10 budget.epochs=2")
+    parser.add_argument("--isolation-report", nargs="?", const="auto", metavar="MODE",
+                        choices=("auto", "strict", "python"),
+                        help="print (JSON) the kernel layers a candidate gets on this machine "
+                             "in MODE (default auto) and exit; strict exits 2 naming a "
+                             "missing layer")
     args = parser.parse_args(argv)
     from llmatic.errors import ConfigError, DatasetError
+
+    if args.isolation_report:
+        from llmatic.isolation import IsolationError, isolation_report
+
+        try:
+            print(json.dumps(isolation_report(args.isolation_report), indent=1))
+        except IsolationError as exc:
+            print(f"llmatic-evaluate: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.file is None:
+        parser.error("a network file is required (or --isolation-report)")
 
     if not Path(args.file).is_file():
         print(f"llmatic-evaluate: error: no such file: {args.file}", file=sys.stderr)

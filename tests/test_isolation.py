@@ -10,6 +10,7 @@ Tests skip, naming the layer, only where this kernel lacks it.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -412,3 +413,13 @@ def test_honest_network_still_trains_inside_every_layer(env):
     result, _ = run(env, "", name="honest", train=True, code=NET)
     assert result.status is Status.OK, result.error
     assert result.val_accuracy > 0.3
+
+
+def test_evaluate_cli_isolation_report_names_the_layers(capsys):
+    from llmatic.evaluate_cli import main
+    from llmatic.isolation import LAYERS
+
+    assert main(["--isolation-report"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "auto"
+    assert set(report["active"]) | set(report["missing"]) == set(LAYERS)
