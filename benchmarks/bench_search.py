@@ -113,7 +113,8 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
     return row
 
 
-def networks(seeds: int, final: int, out: Path) -> dict:
+def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed: int = 0
+             ) -> dict:
     """Every ablation x seed on digits, one shared sandbox."""
     from llmatic.sandbox import Sandbox
 
@@ -123,8 +124,8 @@ def networks(seeds: int, final: int, out: Path) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
         try:
-            for seed in range(seeds):  # seeds outermost: a cut-short run still compares
-                for ablation in ABLATIONS:
+            for seed in range(first_seed, first_seed + seeds):  # seeds outermost: a
+                for ablation in ablations:  # cut-short run still compares
                     rows.append(one_run(ablation, seed, Path(tmp), sandbox, final))
                     r = rows[-1]
                     print(f"{ablation:22s} seed {seed}: best {r['best_val_accuracy']:.4f}  "
@@ -134,12 +135,17 @@ def networks(seeds: int, final: int, out: Path) -> dict:
                     out.with_suffix(".partial.json").write_text(json.dumps(rows, indent=1))
         finally:
             sandbox.close()
+    return {"rows": rows, "table": tabulate(rows)}
+
+
+def tabulate(rows: list[dict]) -> dict:
+    """Mean and 95% CI per ablation and metric."""
     table = {}
     for ablation in ABLATIONS:
         mine = [r for r in rows if r["ablation"] == ablation]
         table[ablation] = {key: ci95([r[key] for r in mine]) for key, _, _ in METRICS}
         table[ablation]["seeds"] = len(mine)
-    return {"rows": rows, "table": table}
+    return table
 
 
 def _first_top(evaluated, threshold: float) -> int | None:
@@ -202,7 +208,9 @@ def _nb201(seeds: int, tmp: Path, landscape: str) -> dict:
 
 def markdown(result: dict) -> str:
     """The comparison as a Markdown table."""
-    lines = [f"Machine: {result['machine']}; {result['seeds']} seeds per ablation, "
+    seeds = {a: v["seeds"] for a, v in result["networks"]["table"].items()} if (
+        "networks" in result) else {}
+    lines = [f"Machine: {result['machine']}; seeds per ablation {seeds}; "
              "digits, llm=rules, default budget. Mean ± 95% CI half-width.", "",
              "| | " + " | ".join(ABLATIONS) + " |", "|---|" + "---|" * len(ABLATIONS)]
     for key, label, digits in METRICS if "networks" in result else ():
@@ -254,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--final", type=int, default=0,
                         help="retrain this many top elites per run for test accuracy (slow)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search.json")
+    parser.add_argument("--ablations", default=",".join(ABLATIONS),
+                        help="comma-separated subset (default: all five)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="rows of earlier runs (JSON lists, e.g. a .partial.json) to add")
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import os
@@ -268,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             for landscape, nb in result["nb201"].items():
                 print(f"nb201 {landscape}: median distinct queries to top 1%:", nb["median"],
                       flush=True)
-    if args.seeds:
-        result["networks"] = networks(args.seeds, args.final, args.out)
+    if args.seeds or args.merge:
+        result["networks"] = networks(args.seeds, args.final, args.out,
+                                      tuple(args.ablations.split(",")), args.first_seed)
+        for path in args.merge:
+            result["networks"]["rows"] += json.loads(path.read_text())
+        result["networks"]["table"] = tabulate(result["networks"]["rows"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(result, indent=1, default=str))
     args.out.with_suffix(".md").write_text(markdown(result))
