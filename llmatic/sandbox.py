@@ -45,6 +45,8 @@ VM as an unprivileged user without network, or under gVisor (``runsc``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import queue
@@ -381,6 +383,10 @@ def serve(isolation: str = "auto") -> None:
     import llmatic.training  # noqa: F401
     import llmatic.worker  # noqa: F401
     from llmatic.isolation import IsolationError, probe
+
+    for name in llmatic.worker._NATIVE_LAZY:  # imported here, never inside a candidate
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
     global _ISOLATION
     try:  # which kernel layers every child gets; strict refuses to start without one

@@ -760,7 +760,6 @@ class Search:
         record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "cached": False,
                          "attempts": 0}
         record["extraction_notes"] = []
-        record["isolation"] = getattr(self.sandbox, "isolation_report", None)
         self._append_history(state, [record])
 
     def generation_metrics(self, state: SearchState, generation: int) -> dict[str, Any]:

@@ -137,6 +137,12 @@ class TamperGuard:
             )
 
 
+#: torch modules its C++ dispatcher imports lazily in the candidate's frame (see
+#: :func:`guarded_builtins`); the sandbox server imports them before any fork.
+_NATIVE_LAZY = frozenset({"torch._library.simple_registry", "torch._library",
+                          "torch._library.utils", "torch._library.fake_impl"})
+
+
 def guarded_builtins(allowed: Any) -> dict[str, Any]:
     """The candidate's ``__builtins__``: the real ones, with imports limited to ``allowed``.
 
@@ -150,8 +156,13 @@ def guarded_builtins(allowed: Any) -> dict[str, Any]:
     allowed = frozenset(allowed)
     real_import = builtins.__import__
 
+    import sys
+
     def check(name: str) -> None:
-        if name not in allowed:
+        # torch's dispatcher imports a few of its own modules from native code (e.g. under
+        # FlopCounterMode), which Python attributes to the calling frame: the candidate's.
+        # Those already loaded are handed back; nothing new is ever loaded that way.
+        if name not in allowed and not (name in _NATIVE_LAZY and name in sys.modules):
             raise ImportError(f"sandbox: import of {name!r} is not allowed")
 
     def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002, ANN001, ANN202
