@@ -18,6 +18,8 @@ Layers (each probed once when the server starts, see :func:`probe`):
   descriptors opened before the candidate runs). No device, FIFO or socket files, no
   TCP bind/connect (ABI >= 4), signals and abstract Unix sockets scoped to the candidate
   (ABI >= 6).
+* capabilities: with namespaces, every capability the new user namespace granted is
+  dropped (bounding, ambient, effective, permitted, inheritable) before the candidate runs.
 * ``seccomp``: a BPF filter that refuses ptrace, process_vm_*, bpf, perf_event_open,
   keyctl, mount and the other namespace / module / kexec calls, chmod / chown / utime /
   xattr changes (Landlock does not cover metadata), mknod, io_uring, pidfd_*, new
@@ -319,6 +321,35 @@ def apply_landlock(plan: FsPlan, *, abi: int, read: list[str], write: list[str],
         os.close(ruleset)
 
 
+# -- capabilities -------------------------------------------------------------------------
+_SYS_CAPSET, _CAP_VERSION_3 = 126, 0x20080522
+_PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+
+
+def drop_capabilities() -> None:
+    """Give up every capability (the new user namespace grants them all inside it).
+
+    Bounding set, ambient set, then effective / permitted / inheritable: nothing the candidate
+    starts can regain one (``no_new_privs`` is set by the other layers too).
+    """
+    for cap in range(64):
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            if ctypes.get_errno() == errno.EINVAL:  # past the kernel's last capability
+                break
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = ctypes.create_string_buffer(struct.pack("Ii", _CAP_VERSION_3, 0), 8)
+    data = ctypes.create_string_buffer(bytes(24), 24)  # two (effective, permitted, inheritable)
+    _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
+
+
+def capabilities() -> int:
+    """This process's effective capability mask (from ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
 # -- seccomp ------------------------------------------------------------------------------
 _AUDIT_ARCH_X86_64 = 0xC000003E
 #: x86_64 numbers of the calls a candidate never needs.
@@ -431,6 +462,8 @@ class Isolation:
             apply_landlock(self.fs, abi=self.landlock_abi, read=[job_dir, *inputs],
                            write=writable, proc=bool(self.layers.get("private_proc")),
                            net=not ddp, scope_unix=not ddp)
+        if self.layers.get("namespaces"):
+            drop_capabilities()  # those the user namespace gave: none survive into the job
         if self.layers.get("seccomp"):
             apply_seccomp(ddp=ddp)
 

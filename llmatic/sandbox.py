@@ -59,6 +59,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,14 @@ import numpy as np
 
 from llmatic.config import JOINABLE_DDP
 from llmatic.types import EvalResult, Status
-from llmatic.worker import LOGITS_FILE, RESULT_FILE, logits_file, result_file
+from llmatic.worker import (
+    LOGITS_FILE,
+    MEASURE_KEYS,
+    MEASURES_FILE,
+    RESULT_FILE,
+    logits_file,
+    result_file,
+)
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
@@ -93,9 +101,17 @@ _PATH_EVENTS = frozenset(
 )
 
 
-def _install_audit_hook(workdir: str) -> None:
-    """Refuse dangerous operations from here on (see the module docstring)."""
+def _install_audit_hook(workdir: str) -> Callable[[], None]:
+    """Refuse dangerous operations from here on (see the module docstring).
+
+    Returns ``permit_fork``: the worker calls it right before forking the process that
+    measures the network (one ``os.fork`` per call; any other fork is refused).
+    """
     root = os.path.realpath(workdir)
+    forks = [0]
+
+    def permit_fork() -> None:
+        forks[0] += 1
 
     def inside(path: Any) -> bool:
         if isinstance(path, int):  # an already-open descriptor
@@ -107,6 +123,9 @@ def _install_audit_hook(workdir: str) -> None:
         return real == root or real.startswith(root + os.sep)
 
     def hook(event: str, args: tuple) -> None:
+        if event == "os.fork" and forks[0] > 0:
+            forks[0] -= 1
+            return
         if event in _BLOCKED_EVENTS:
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "open":
@@ -124,6 +143,7 @@ def _install_audit_hook(workdir: str) -> None:
                     raise PermissionError(f"sandbox: {event} on {path!r} is not allowed")
 
     sys.addaudithook(hook)
+    return permit_fork
 
 
 #: Memory a DDP supervisor may allocate for its rendezvous store (its clients are candidates).
@@ -204,6 +224,7 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
         if rank == 0:
             split = str(job.get("predict_split", "val"))
             outputs["logits"] = os.open(logits_file(split), _NEW_FILE, 0o600)
+            outputs["measures"] = os.open(MEASURES_FILE, _NEW_FILE, 0o600)
         scratch = os.path.join(job_dir, SCRATCH)
         os.makedirs(scratch, exist_ok=True)
         os.chdir(scratch)
@@ -234,9 +255,10 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
             inputs = [job["data_dir"]] if job.get("data_dir") else []
             iso.restrict(job_dir=job_dir, inputs=inputs, writable=[scratch],
                          ddp=rank_env is not None)
+        permit_fork = None
         if job.get("audit_hook", True):  # off only in tests of the kernel layers alone
-            _install_audit_hook(job_dir)
-        result = run_job(job, Path(job_dir), outputs=outputs)
+            permit_fork = _install_audit_hook(job_dir)
+        result = run_job(job, Path(job_dir), outputs=outputs, permit_fork=permit_fork)
         if rank_env and result.get("status") != Status.OK.value:
             code = 2  # the other ranks would wait for this one in a collective
     except BaseException:  # noqa: BLE001 - the result file says what happened
@@ -678,7 +700,7 @@ class Sandbox:
                 job = {**job, "trainer": trainer}
         job_dir = Path(job_dir).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (RESULT_FILE, LOGITS_FILE, logits_file("test"),
+        for stale in (RESULT_FILE, LOGITS_FILE, MEASURES_FILE, logits_file("test"),
                       *(p.name for p in job_dir.glob("result.rank*.json"))):
             (job_dir / stale).unlink(missing_ok=True)
         (job_dir / "job.json").write_text(json.dumps(job))
@@ -732,6 +754,8 @@ class Sandbox:
                 result = json.loads(path.read_text())
             except (json.JSONDecodeError, OSError):
                 result = None
+        if result is not None and result.get("final") is True and "params" in result:
+            result = _with_measures(result, job_dir)
         logits = None
         logits_path = job_dir / logits_file(str(job.get("predict_split", "val")))
         if (result is not None and result.get("status") == "ok"
@@ -748,6 +772,23 @@ class Sandbox:
             seconds=time.perf_counter() - started,
             logits=logits,
         )
+
+
+def _with_measures(result: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+    """``result`` with its descriptors taken from the measuring process's own file.
+
+    The candidate's process could rewrite its report while it trains; ``measures.json`` was
+    written by a fork that ran no training, through a descriptor the training process had
+    closed. A report with counts but no such file is a runtime error.
+    """
+    measures = _read_json(job_dir / MEASURES_FILE)
+    if measures is None or not all(isinstance(measures.get(k), int) for k in MEASURE_KEYS):
+        if result.get("status") != Status.OK.value:
+            return result
+        return {**result, "status": Status.RUNTIME_ERROR.value,
+                "error": "the network's measured descriptors are missing (measures.json): "
+                         "the measuring process did not report"}
+    return {**result, **{k: measures[k] for k in MEASURE_KEYS}}
 
 
 #: Environment variables the server keeps: no secrets (API keys, tokens) ever reach it,

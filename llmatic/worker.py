@@ -30,6 +30,10 @@ from llmatic.types import Status
 
 RESULT_FILE = "result.json"
 LOGITS_FILE = "val_logits.npy"
+#: The measured descriptors, written by the counting process only (see :func:`measure`).
+MEASURES_FILE = "measures.json"
+#: The keys of :data:`MEASURES_FILE` (what the search's descriptors are computed from).
+MEASURE_KEYS = ("params", "flops", "width", "depth")
 
 
 def result_file(rank: int = 0) -> str:
@@ -181,13 +185,14 @@ def guarded_builtins(allowed: Any) -> dict[str, Any]:
     return table
 
 
-def count_flops(net: Any, example: Any) -> int:
+def count_flops(net: Any, example: Any, *, copies: bool = True) -> int:
     """Multiply-accumulate count of one forward pass of ``example``.
 
-    Two counts on deep copies (hooks and buffers never touch the trained network): thop's
-    module hooks and ``torch.utils.flop_counter.FlopCounterMode`` at the dispatcher, which
-    sees every matmul / convolution however the candidate calls it (FLOPs / 2 = MACs). The
-    larger is kept, so a network cannot look cheaper by hiding work from module hooks.
+    Two counts: thop's module hooks and ``torch.utils.flop_counter.FlopCounterMode`` at the
+    dispatcher, which sees every matmul / convolution however the candidate calls it
+    (FLOPs / 2 = MACs). The larger is kept, so a network cannot look cheaper by hiding work
+    from module hooks. With ``copies`` each count runs on a deep copy (hooks and buffers
+    never touch the network); :func:`measure` counts in a throwaway fork instead.
     """
     import contextlib
     import io
@@ -196,18 +201,144 @@ def count_flops(net: Any, example: Any) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    clone = copy.deepcopy(net)
+    clone = copy.deepcopy(net) if copies else net
     with contextlib.redirect_stdout(io.StringIO()):
         macs, _ = thop.profile(clone, inputs=(example,), verbose=False)
-    clone = copy.deepcopy(net)
+    clone = copy.deepcopy(net) if copies else net
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         torch.nn.Module.__call__(clone, example)
     return max(int(macs), int(counter.get_total_flops()) // 2)
 
 
-def run_job(job: dict[str, Any], workdir: Path,
-            outputs: dict[str, int] | None = None) -> dict[str, Any]:
+def used_parameters(net: Any, example: Any) -> dict[int, int]:
+    """``{id: numel}`` of every parameter a forward of ``example`` reads.
+
+    Seen at ``__torch_function__`` (any ``nn.Parameter`` or grad-requiring leaf passed to a
+    torch function), so weights kept outside ``_parameters`` (an ``object.__setattr__``,
+    a plain list, a closure) are counted too.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_flatten
+
+    seen: dict[int, int] = {}
+
+    class Reads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            for value in tree_flatten((args, kwargs or {}))[0]:
+                if isinstance(value, torch.Tensor) and (
+                        isinstance(value, torch.nn.Parameter)
+                        or (value.requires_grad and value.is_leaf)):
+                    seen.setdefault(id(value), int(torch.Tensor.numel(value)))
+            return func(*args, **(kwargs or {}))
+
+    with Reads(), torch.enable_grad():
+        torch.nn.Module.__call__(net, example)
+    return seen
+
+
+def _measure(net: Any, example: Any) -> dict[str, int]:
+    """Parameters (registered or read by the forward), FLOPs, width and depth of ``net``."""
+    import torch
+
+    from llmatic.descriptors import module_tree
+    from llmatic.training import width_and_depth
+
+    registered: dict[int, int] = {}
+    for module in module_tree(net):
+        params = _raw_dict(module, "_parameters")
+        for p in dict.values(params):
+            if isinstance(p, torch.Tensor):
+                registered.setdefault(id(p), int(torch.Tensor.numel(p)))
+    used = used_parameters(net, example)
+    width, depth = width_and_depth(net)
+    flops = count_flops(net, example, copies=False)
+    return {"params": sum({**used, **registered}.values()), "flops": flops,
+            "width": width, "depth": depth}
+
+
+def _raw_dict(obj: Any, name: str) -> dict:
+    from llmatic.descriptors import raw_attribute
+
+    value = raw_attribute(obj, name)
+    return value if isinstance(value, dict) else {}
+
+
+def measure(net: Any, example: Any, guard: TamperGuard | None = None,
+            report_fd: int | None = None, permit_fork: Any = None) -> dict[str, int]:
+    """The descriptors of ``net``, measured in a forked process that trains nothing.
+
+    The fork starts with only the calling thread (a candidate's threads do not follow), no
+    trace or profile function, and the guarded functions checked again; it walks the real
+    network (no deep copy a ``__deepcopy__`` could fake) and writes its numbers to
+    ``report_fd`` itself. The caller closes its copy of ``report_fd`` once the fork exists:
+    what the candidate does afterwards (training, prediction) cannot change them.
+
+    Raises:
+        CandidateFailure: when the measurement failed or was tampered with.
+    """
+    import sys
+
+    read, write = os.pipe()
+    if permit_fork is not None:  # the sandbox's audit hook refuses every other fork
+        permit_fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read)
+        os.close(write)
+        raise CandidateFailure(Status.RUNTIME_ERROR, f"measuring the network: {exc}") from exc
+    if pid == 0:  # the measuring process
+        code = 0
+        try:
+            os.close(read)
+            sys.settrace(None)
+            sys.setprofile(None)
+            import torch
+
+            torch.set_num_threads(1)
+            try:
+                if guard is not None:
+                    guard.check("forward")
+                out: dict[str, Any] = {"ok": True, **_measure(net, example)}
+            except CandidateFailure as failure:
+                out = {"ok": False, "status": failure.status.value, "error": str(failure)}
+            except BaseException as exc:  # noqa: BLE001 - the candidate's failure
+                failure = _classify(exc, Status.RUNTIME_ERROR)
+                out = {"ok": False, "status": failure.status.value, "error": str(failure)}
+            data = json.dumps(out).encode()
+            if report_fd is not None and out["ok"]:
+                os.ftruncate(report_fd, 0)
+                os.pwrite(report_fd, data, 0)
+            while data:
+                data = data[os.write(write, data[:65536]):]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    if report_fd is not None:
+        os.close(report_fd)  # from here on only the measuring process holds it
+    chunks = []
+    with os.fdopen(read, "rb") as fh:
+        while chunk := fh.read(65536):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    try:
+        out = json.loads(b"".join(chunks) or b"{}")
+    except ValueError:
+        out = {}
+    if not out:
+        raise CandidateFailure(Status.RUNTIME_ERROR, "measuring the network failed (exit "
+                               f"status {os.waitstatus_to_exitcode(status)})")
+    if not out.get("ok"):
+        raise CandidateFailure(Status(out["status"]), out["error"])
+    return {k: int(out[k]) for k in MEASURE_KEYS}
+
+
+def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None = None,
+            permit_fork: Any = None) -> dict[str, Any]:
     """Evaluate one candidate and return the result dict (also written to ``result.json``).
 
     The dict has ``status``, ``error``, ``params``, ``flops``, ``width``, ``depth``,
@@ -301,14 +432,10 @@ def run_job(job: dict[str, Any], workdir: Path,
 
         # -- count: params, FLOPs, width, depth (descriptors come from these)
         t = time.perf_counter()
-        from llmatic.training import count_parameters, width_and_depth
-
-        try:  # base-class walks over the real tensors: overrides cannot change the numbers
-            result["params"] = count_parameters(net)
-            result["width"], result["depth"] = width_and_depth(net)
-            result["flops"] = count_flops(net, example[:1])
-        except BaseException as exc:  # noqa: BLE001
-            raise _classify(exc, Status.RUNTIME_ERROR) from exc
+        # In a fork that reports to its own file (base-class walks over the real tensors:
+        # overrides cannot change the numbers; the training below cannot either).
+        report = outputs.pop("measures", None) if outputs else None
+        result.update(measure(net, example[:1], guard, report, permit_fork))
         stage("count", t)
         result["final"] = False
         save()  # partial result (not final): survives a crash during training

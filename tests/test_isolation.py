@@ -376,6 +376,75 @@ class Net(nn.Module):
     assert result.flops >= 4096 * 64  # thop's module hooks alone never see F.linear
 
 
+def test_weights_kept_outside_the_parameters_dict_are_counted(env):
+    code = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        object.__setattr__(self, "hidden", [nn.Parameter(torch.randn(4096, 64) * 0.01)])
+        self.head = nn.Linear(4096, 10)
+    def forward(self, x):
+        return self.head(F.linear(x.flatten(1), self.hidden[0]))
+"""
+    result, _ = run(env, "", name="unregistered", code=code)
+    assert result.status is Status.OK, result.error
+    assert result.params == 4096 * 64 + 4096 * 10 + 10
+
+
+def test_what_the_candidate_does_while_training_cannot_change_the_counts(env):
+    """A thread from __init__ and a frame walk during training rewrite the worker's report."""
+    code = """
+import sys, threading, time
+import torch.nn as nn
+FAKE = {"params": 3, "flops": 3, "width": 3, "depth": 3}
+def rewrite():
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            if isinstance(value, dict) and "flops" in value:
+                value.update(FAKE)
+        frame = frame.f_back
+def keep_rewriting():
+    end = time.time() + 10
+    while time.time() < end:
+        for thread_frame in list(sys._current_frames().values()):
+            for value in list(thread_frame.f_locals.values()):
+                if isinstance(value, dict) and "flops" in value:
+                    value.update(FAKE)
+        time.sleep(0.001)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 256)
+        self.out = nn.Linear(256, 10)
+        threading.Thread(target=keep_rewriting, daemon=True).start()
+    def forward(self, x):
+        if self.training:
+            rewrite()
+        return self.out(self.fc(x.flatten(1)).relu())
+"""
+    result, job_dir = run(env, "", name="rewriter", code=code, train=True)
+    assert result.status is Status.OK, result.error
+    assert json.loads((job_dir / "result.json").read_text())["params"] == 3  # it did rewrite
+    assert result.params == 64 * 256 + 256 + 256 * 10 + 10
+    assert (result.width, result.depth) == (256, 2) and result.flops >= 64 * 256 + 256 * 10
+
+
+@needs("namespaces")
+def test_the_candidate_holds_no_capability(env):
+    code = attempt("""
+caps = [l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapBnd'))]
+if any(int(l.split()[1], 16) for l in caps):
+    raise RuntimeError('ESCAPED ' + ' '.join(caps))
+raise OSError(0, 'no capability')
+""")
+    result, _ = run(env, code, name="caps")
+    blocked(result, "BLOCKED")
+
+
 # -- modes -----------------------------------------------------------------------------
 def test_report_names_every_layer_and_the_denied_data():
     report = isolation_report("auto")
