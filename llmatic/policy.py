@@ -26,6 +26,9 @@ sandbox is for.
 from __future__ import annotations
 
 import ast
+import importlib
+import sys
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -77,6 +80,75 @@ FORBIDDEN_ATTRS = frozenset({
     "os", "sys", "subprocess", "distributed", "multiprocessing", "ctypes", "builtins",
     "importlib", "hub", "cpp_extension", "serialization",
 })
+
+
+#: Special methods a class in generated code may not define: each runs at a moment the
+#: worker does not choose (collection, subclassing, copying, pickling, attribute access,
+#: isinstance checks) or takes over torch's dispatch.
+FORBIDDEN_METHODS = frozenset({
+    "__del__", "__init_subclass__", "__set_name__", "__class_getitem__", "__getattribute__",
+    "__getattr__", "__setattr__", "__delattr__", "__reduce__", "__reduce_ex__",
+    "__getstate__", "__setstate__", "__copy__", "__deepcopy__", "__instancecheck__",
+    "__subclasscheck__", "__new__", "__torch_function__", "__torch_dispatch__",
+    "__enter__", "__exit__", "__index__", "__hash__", "__eq__", "__bool__",
+    "__getnewargs__", "__getnewargs_ex__",
+})
+
+
+def _foreign_module(path: str, allowed: frozenset[str] = frozenset()) -> str | None:
+    """The module ``path`` reaches when that module lies outside its root's package.
+
+    ``random._os`` -> ``os``, ``torch.inspect`` -> ``inspect``, ``enum.bltns`` ->
+    ``builtins``; ``torch.linalg`` stays inside torch. Read from the already imported
+    modules' own dicts: nothing is imported or called.
+    """
+    parts = path.split(".")
+    obj: object = sys.modules.get(parts[0])
+    if obj is None and parts[0] in allowed:
+        try:  # an allowed module the search process has not needed yet (random, enum)
+            obj = importlib.import_module(parts[0])
+        except Exception:  # noqa: BLE001 - unknown: nothing to read
+            return None
+    if not isinstance(obj, types.ModuleType):
+        return None
+    root = parts[0]
+    for name in parts[1:]:
+        try:
+            obj = object.__getattribute__(obj, "__dict__")[name]
+        except (AttributeError, KeyError, TypeError):
+            return None
+        if isinstance(obj, types.ModuleType):
+            mod = str(getattr(obj, "__name__", ""))
+            if mod.split(".")[0] != root:
+                return mod
+    return None
+
+
+def _holds_module(expr: ast.AST, resolve) -> str | None:  # noqa: ANN001
+    """The module (or module attribute) an expression can evaluate to without a call.
+
+    ``[torch][0]``, ``(np, 1)[0]``, ``torch if c else np``, ``a or torch``: the aliases a
+    plain ``name = module`` check misses.
+    """
+    if isinstance(expr, ast.Name | ast.Attribute):
+        return resolve(expr)
+    if isinstance(expr, ast.List | ast.Tuple | ast.Set):
+        elts = expr.elts
+    elif isinstance(expr, ast.Dict):
+        elts = expr.values
+    elif isinstance(expr, ast.Subscript | ast.Starred | ast.NamedExpr):
+        elts = [expr.value]
+    elif isinstance(expr, ast.IfExp):
+        elts = [expr.body, expr.orelse]
+    elif isinstance(expr, ast.BoolOp):
+        elts = expr.values
+    else:
+        return None
+    for elt in elts:
+        found = _holds_module(elt, resolve) if elt is not None else None
+        if found:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -174,26 +246,83 @@ class _Checker(ast.NodeVisitor):
         if path is not None and _forbidden_path(path):
             self.flag(node, f"{path} is not allowed")
             return  # one message per chain
+        foreign = _foreign_module(path, self.allowed) if path is not None else None
+        if foreign is not None:
+            self.flag(node, f"{path} reaches the module {foreign!r}, which is not allowed")
+            return
         self.generic_visit(node)
+
+    def _changed(self, target: ast.AST) -> Iterable[ast.AST]:
+        """The objects an assignment target changes (not the expressions in its index)."""
+        if isinstance(target, ast.Tuple | ast.List):
+            for elt in target.elts:
+                yield from self._changed(elt)
+        elif isinstance(target, ast.Starred):
+            yield from self._changed(target.value)
+        elif isinstance(target, ast.Subscript | ast.Attribute):
+            yield target.value if isinstance(target, ast.Subscript) else target
 
     def _check_targets(self, targets: Iterable[ast.AST]) -> None:
         for target in targets:
-            for node in ast.walk(target):
-                if isinstance(node, ast.Attribute) and self._resolve(node) is not None:
-                    self.flag(node, f"assigning to {self._resolve(node)} (monkeypatching) "
-                                    "is not allowed")
+            for node in self._changed(target):
+                path = self._resolve(node) if isinstance(node, ast.Attribute | ast.Name) \
+                    else None
+                if path is None and isinstance(node, ast.Attribute):
+                    path = _holds_module(node.value, self._resolve)  # [torch][0].relu = f
+                    path = None if path is None else f"{path}.{node.attr}"
+                elif path is None and isinstance(node, ast.Subscript):
+                    path = _holds_module(node, self._resolve)
+                if path is not None:
+                    self.flag(node, f"assigning to {path} (monkeypatching) is not allowed")
                     break
+
+    def _bind(self, target: ast.AST, value: ast.AST) -> None:
+        """``t = torch`` / ``t = [torch][0]``: the new name is an alias of the module."""
+        bound = _holds_module(value, self._resolve)
+        if isinstance(target, ast.Name):
+            if bound is not None:
+                self.modules[target.id] = bound
+            else:  # rebound to something else: no longer an alias
+                self.modules.pop(target.id, None)
+        elif bound is not None and isinstance(target, ast.Tuple | ast.List):
+            for elt in target.elts:  # `a, b = torch, np`: each may be one
+                self._bind(elt, value.elts[target.elts.index(elt)]
+                           if isinstance(value, ast.Tuple | ast.List)
+                           and len(value.elts) == len(target.elts) else value)
 
     def visit_Assign(self, node: ast.Assign) -> None:  # noqa: N802
         self._check_targets(node.targets)
-        # `t = torch` / `d = torch.nn`: the new name is an alias of the module.
-        bound = self._resolve(node.value) if isinstance(node.value, ast.Name | ast.Attribute) \
-            else None
-        if bound is not None:
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    self.modules[target.id] = bound
+        for target in node.targets:
+            self._bind(target, node.value)
         self.generic_visit(node)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:  # noqa: N802
+        self._bind(node.target, node.value)
+        self.generic_visit(node)
+
+    def visit_For(self, node: ast.For) -> None:  # noqa: N802
+        self._check_targets([node.target])
+        self._bind(node.target, node.iter)  # `for m in [torch]: m.relu = f`
+        self.generic_visit(node)
+
+    visit_AsyncFor = visit_For  # noqa: N815
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:  # noqa: N802
+        if node.name in FORBIDDEN_METHODS:
+            self.flag(node, f"defining {node.name} is not allowed (it runs when the worker "
+                            "does not expect it)")
+        # `def f(m=torch)`: a default bound to a module makes the parameter an alias.
+        args = node.args
+        positional = [*args.posonlyargs, *args.args]
+        for arg, default in zip(positional[len(positional) - len(args.defaults):],
+                                args.defaults, strict=True):
+            self._bind(ast.Name(id=arg.arg), default)
+        for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+            if default is not None:
+                self._bind(ast.Name(id=arg.arg), default)
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:  # noqa: N802
         self._check_targets([node.target])

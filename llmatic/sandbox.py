@@ -406,8 +406,11 @@ def serve(isolation: str = "auto") -> None:
     import llmatic.worker  # noqa: F401
     from llmatic.isolation import IsolationError, probe
 
-    for name in llmatic.worker._NATIVE_LAZY:  # imported here, never inside a candidate
-        with contextlib.suppress(ImportError):
+    import warnings
+
+    for name in sorted(llmatic.worker._NATIVE_LAZY):  # imported here, never in a candidate
+        with contextlib.suppress(ImportError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy.core.* is numpy 1's name: deprecated
             importlib.import_module(name)
 
     global _ISOLATION

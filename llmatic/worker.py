@@ -141,10 +141,16 @@ class TamperGuard:
             )
 
 
-#: torch modules its C++ dispatcher imports lazily in the candidate's frame (see
-#: :func:`guarded_builtins`); the sandbox server imports them before any fork.
+#: Modules that torch's C++ dispatcher and numpy's C core import lazily in the candidate's
+#: frame (``ndarray.mean`` imports ``numpy._core._methods``; see :func:`guarded_builtins`);
+#: the sandbox server imports them before any fork.
 _NATIVE_LAZY = frozenset({"torch._library.simple_registry", "torch._library",
-                          "torch._library.utils", "torch._library.fake_impl"})
+                          "torch._library.utils", "torch._library.fake_impl",
+                          "numpy._core._methods", "numpy._core._exceptions",
+                          "numpy._core._internal", "numpy._core._dtype",
+                          "numpy._core.arrayprint", "numpy._core._ufunc_config",
+                          "numpy.core._methods", "numpy.core._exceptions",
+                          "numpy.core._internal", "numpy.core._dtype"})
 
 
 def guarded_builtins(allowed: Any) -> dict[str, Any]:
@@ -163,8 +169,9 @@ def guarded_builtins(allowed: Any) -> dict[str, Any]:
     import sys
 
     def check(name: str) -> None:
-        # torch's dispatcher imports a few of its own modules from native code (e.g. under
-        # FlopCounterMode), which Python attributes to the calling frame: the candidate's.
+        # torch's dispatcher and numpy's core import a few of their own modules from native
+        # code (FlopCounterMode, ndarray.mean), which Python attributes to the calling
+        # frame: the candidate's.
         # Those already loaded are handed back; nothing new is ever loaded that way.
         if name not in allowed and not (name in _NATIVE_LAZY and name in sys.modules):
             raise ImportError(f"sandbox: import of {name!r} is not allowed")

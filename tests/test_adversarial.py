@@ -255,6 +255,18 @@ def test_honest_network_is_ok(search):
     # aliases and module attributes that reach outside (sockets and FIFOs in native code)
     "import torch\nt = torch\nt.distributed.TCPStore('8.8.8.8', 53, 1, False)\n",
     "import torch\ntorch.os.mkfifo('stderr.txt')\n", "import numpy as np\nnp.ctypes\n",
+    # modules reached as attributes of allowed ones, aliases through containers and
+    # defaults, special methods that run when the worker does not expect them
+    "import random\nrandom._os.system('id')\n", "import collections\ncollections._sys\n",
+    "import enum\nenum.bltns.open('x', 'w')\n", "import torch\ntorch.inspect.stack()\n",
+    "import torch\ntorch.threading.Thread\n", "import torch\n[torch][0].relu = None\n",
+    "import torch.nn.functional as F\nf = (F, 1)[0]\nf.cross_entropy = None\n",
+    "import torch\nfor m in [torch]:\n    m.relu = None\n",
+    "import torch\ndef patch(m=torch):\n    m.relu = None\n",
+    "class A:\n    def __del__(self):\n        pass\n",
+    "class A:\n    def __init_subclass__(cls):\n        pass\n",
+    "class A:\n    def __torch_function__(self, *a, **k):\n        pass\n",
+    "class A:\n    def __deepcopy__(self, memo):\n        return self\n",
 ])
 def test_static_policy_rejects(code):
     violations = check_source(code)
@@ -301,6 +313,31 @@ class Net(nn.Module):
         out, _ = self.lstm(seq)
         h = getattr(self, "fc0")(out[:, -1])
         return self.head(torch.cat([h, h], dim=1))
+''',
+    # subscript assignments whose index mentions a module (not monkeypatching)
+    '''
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, act=F.relu):
+        super().__init__()
+        self.act = act
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        logits = self.act(self.fc(x.flatten(1)))
+        mask = torch.zeros_like(logits)
+        mask[torch.arange(logits.shape[0]), logits.argmax(1)] = 1.0
+        scale = np.ones(10, dtype=np.float32)
+        scale[int(np.uint8(3))] = 1.0
+        m = torch.zeros(1)
+        m = logits.clone()
+        m[:, 0] = m[:, 0] * 1.0
+        return m + mask * float(scale.mean())
 ''',
 ])
 def test_benign_network_code_passes_both_layers(search, code):

@@ -18,7 +18,9 @@ What it does:
   and ``add_head`` inserts a hidden ``relu(LazyLinear)`` right before it. Each has its own
   instruction keywords; "improve the above network" may pick the last two. Like an LLM that
   rewrites a network and returns raw logits, every other edit (and crossover) also drops an
-  activation on the logits with probability ``HEAD_FIX_P`` (0.8).
+  activation on the logits with probability ``HEAD_FIX_P`` (0.8), and (unless it shrinks the
+  network) widens hidden layers narrower than 4 units to 16 with the same probability. No
+  edit narrows a layer below 4 units.
 * An edit that finds nothing to change gives a completion whose ``error`` says so, never an
   unchanged copy of the parent.
 * Given two parents it splices them: a one-point crossover at a cut where the shapes fit. By
@@ -1670,7 +1672,8 @@ def _scale(net: _Net, ctx: _Ctx, factor: int, up: bool) -> str | None:
         if value is None or _groups(node) != 1:
             continue
         cap = ctx.max_channels if kind in _CONV_KINDS | _LAZY_CONVS else ctx.max_features
-        new = max(value, min(cap, value * factor)) if up else max(1, value // factor)
+        new = (max(value, min(cap, value * factor)) if up
+               else max(min(value, _MIN_WIDTH), value // factor))
         if new != value:
             arg.value = new  # type: ignore[union-attr]
             changed += 1
@@ -1950,15 +1953,48 @@ def _add_head(net: _Net, ctx: _Ctx) -> str | None:
 HEAD_FIX_P = 0.8
 
 
+#: Hidden layers narrower than this are bottlenecks no edit narrows to, and that an edit
+#: widens to :data:`BOTTLENECK_WIDTH` with probability ``HEAD_FIX_P``: the seed's 1-channel
+#: ``relu(conv1(x))`` loses everything when its one unit dies (a third of the at-chance
+#: children of a seed-1 benchmark run had no output activation but kept it).
+_MIN_WIDTH, BOTTLENECK_WIDTH = 4, 16
+
+
+def _widen_bottlenecks(net: _Net, ctx: _Ctx) -> str | None:
+    """Widen every hidden layer narrower than ``_MIN_WIDTH`` to ``BOTTLENECK_WIDTH``."""
+    changed = []
+    for node in _resizable_calls(net):
+        kind = net.ctor_kind(node) or ""
+        if not (kind in _CONV_KINDS | _LINEAR_KINDS or kind in _LAZY_CONVS):
+            continue
+        arg = _arg(node, 0, _width_keyword(kind))
+        value = _int_literal(arg)
+        if value is None or value >= _MIN_WIDTH or _groups(node) != 1:
+            continue
+        cap = ctx.max_channels if kind in _CONV_KINDS | _LAZY_CONVS else ctx.max_features
+        arg.value = min(cap, BOTTLENECK_WIDTH)  # type: ignore[union-attr]
+        changed.append(f"{value}->{arg.value}")  # type: ignore[union-attr]
+    if not changed:
+        return None
+    net.touch()
+    return f"widen bottleneck {', '.join(changed)}"
+
+
 def _fix_head_sometimes(
-    mutation: Callable[[_Net, _Ctx], list[str]], p: float = HEAD_FIX_P
+    mutation: Callable[[_Net, _Ctx], list[str]], p: float = HEAD_FIX_P,
+    bottlenecks: bool = True,
 ) -> Callable[[_Net, _Ctx], list[str]]:
-    """Run ``mutation``, then with probability ``p`` also drop the logits' activation."""
+    """Run ``mutation``, then with probability ``p`` each: drop the logits' activation, and
+    (unless the edit is one that shrinks) widen bottleneck layers."""
 
     def run(net: _Net, ctx: _Ctx) -> list[str]:
         done = mutation(net, ctx)
         if done and _output_activations(net) and ctx.chance(p):
             d = _drop_output_activation(net, ctx)
+            if d:
+                done.append(d)
+        if done and bottlenecks and ctx.chance(p):
+            d = _widen_bottlenecks(net, ctx)
             if d:
                 done.append(d)
         return done
@@ -2027,7 +2063,7 @@ _MUTATIONS: dict[str, Callable[[_Net, _Ctx], list[str]]] = {
     **{kind: _fix_head_sometimes(_repeat(edit)) for kind, edit in _ADD_EDITS.items()},
     "residuals": _fix_head_sometimes(_repeat(_add_residual, base=2)),
     "delete": _fix_head_sometimes(_repeat(_delete)),
-    "shallow": _fix_head_sometimes(_repeat(_delete)),
+    "shallow": _fix_head_sometimes(_repeat(_delete), bottlenecks=False),
     "deepen": _fix_head_sometimes(_repeat(_one_of(_DEPTH_WEIGHTS))),
     "add": _fix_head_sometimes(_repeat(_one_of(_LAYER_WEIGHTS))),
     "random": _fix_head_sometimes(_repeat(_one_of(_RANDOM_WEIGHTS))),
@@ -2035,9 +2071,9 @@ _MUTATIONS: dict[str, Callable[[_Net, _Ctx], list[str]]] = {
     "widen_head": _fix_head_sometimes(_repeat(_widen_head, base=1, once=True)),
     "add_head": _fix_head_sometimes(_repeat(_add_head)),
     "widen": _fix_head_sometimes(_widen),
-    "narrow": _fix_head_sometimes(_narrow),
+    "narrow": _fix_head_sometimes(_narrow, bottlenecks=False),
     "grow": _fix_head_sometimes(_grow),
-    "shrink": _fix_head_sometimes(_shrink),
+    "shrink": _fix_head_sometimes(_shrink, bottlenecks=False),
 }
 _WHY_NOT = {
     "conv": "no place before the flatten where a convolution keeps the shapes valid",
@@ -2121,6 +2157,8 @@ def _crossover(source_a: str, source_b: str, ctx: _Ctx) -> str:
         _ensure_guard(a)
     if _output_activations(a) and ctx.chance(HEAD_FIX_P):
         _drop_output_activation(a, ctx)
+    if ctx.chance(HEAD_FIX_P):
+        _widen_bottlenecks(a, ctx)
     return _render(a)
 
 
