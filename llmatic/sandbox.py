@@ -397,6 +397,8 @@ def serve(isolation: str = "auto") -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     # Import everything a child needs once, here, before any fork (and never init CUDA).
+    import warnings
+
     import lightning  # noqa: F401
     import thop  # noqa: F401
     import torch  # noqa: F401
@@ -405,8 +407,6 @@ def serve(isolation: str = "auto") -> None:
     import llmatic.training  # noqa: F401
     import llmatic.worker  # noqa: F401
     from llmatic.isolation import IsolationError, probe
-
-    import warnings
 
     for name in sorted(llmatic.worker._NATIVE_LAZY):  # imported here, never in a candidate
         with contextlib.suppress(ImportError), warnings.catch_warnings():

@@ -1984,8 +1984,11 @@ def _fix_head_sometimes(
     mutation: Callable[[_Net, _Ctx], list[str]], p: float = HEAD_FIX_P,
     bottlenecks: bool = True,
 ) -> Callable[[_Net, _Ctx], list[str]]:
-    """Run ``mutation``, then with probability ``p`` each: drop the logits' activation, and
-    (unless the edit is one that shrinks) widen bottleneck layers."""
+    """Run ``mutation``, then fix what an LLM would fix while it edits.
+
+    With probability ``p`` each: drop the logits' activation, and (unless the edit is one
+    that shrinks) widen bottleneck layers.
+    """
 
     def run(net: _Net, ctx: _Ctx) -> list[str]:
         done = mutation(net, ctx)
