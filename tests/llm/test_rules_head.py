@@ -233,3 +233,48 @@ def test_the_paper_instructions_reach_an_unsquashed_output(chain):
     out, _ = run(source)
     assert out.shape == (16, NUM_CLASSES)
     assert not squashed(source), source
+
+
+def _narrowest_hidden(source: str) -> int:
+    """The fewest output units of any hidden conv / linear layer (the classifier excluded)."""
+    widths = []
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("LazyConv2d", "LazyLinear", "Conv2d", "Linear"):
+            lazy = node.func.attr.startswith("Lazy")
+            args = node.args[0 if lazy else 1: 1 if lazy else 2]
+            if args and isinstance(args[0], ast.Constant) and args[0].value != NUM_CLASSES:
+                widths.append(int(args[0].value))
+    return min(widths) if widths else 1 << 30
+
+
+def test_one_edit_of_the_seed_usually_fixes_its_head_and_its_bottleneck():
+    """Any paper instruction (not only the head's), once: the logits' relu and the seed's
+    1-channel conv are gone in most children, as an LLM rewriting the network would do.
+
+    Effect measured over every paper instruction x 8 seeds; before this rule 5 of 13 kinds
+    dropped the relu half the time and none widened the bottleneck.
+    """
+    fixed_head = fixed_width = total = 0
+    for instruction in PAPER:
+        for seed in range(8):
+            completion = mutate(SEED, instruction, seed=seed, temperature=0.6)
+            if completion.error is not None:
+                continue
+            total += 1
+            fixed_head += not squashed(completion.text)
+            fixed_width += _narrowest_hidden(completion.text) >= 4
+    assert total >= 0.9 * len(PAPER) * 8
+    assert fixed_head / total >= 0.65, (fixed_head, total)
+    assert fixed_width / total >= 0.55, (fixed_width, total)
+
+
+def test_shrinking_never_narrows_a_layer_below_four_units():
+    source = MLP.replace("nn.Linear(64, 32)", "nn.Linear(64, 8)").replace(
+        "nn.Linear(32, 10)", "nn.Linear(8, 10)")
+    for seed in range(10):
+        completion = mutate(source, "improve the above network by reducing the size drastically",
+                            seed=seed, temperature=0.9)
+        if completion.error is None:
+            assert _narrowest_hidden(completion.text) >= 4, completion.text
