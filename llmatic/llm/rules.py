@@ -176,8 +176,8 @@ class LinearResidual(nn.Module):
 ''',
     "recurrent": '''
 class RecurrentBlock(nn.Module):
-    """A linear projection, then an RNN over the features as a length-1 sequence (added by
-    the rule mutator)."""
+    """A linear projection, then an RNN over the features as a length-1 sequence, plus the
+    projection as a skip (added by the rule mutator)."""
 
     def __init__(self, hidden, cell="gru"):
         super().__init__()
@@ -186,8 +186,9 @@ class RecurrentBlock(nn.Module):
         self.rnn = recurrent(hidden, hidden, batch_first=True)
 
     def forward(self, x):
-        out, _ = self.rnn(self.proj(x).unsqueeze(1))
-        return out.squeeze(1)
+        h = self.proj(x)
+        out, _ = self.rnn(h.unsqueeze(1))
+        return h + out.squeeze(1)
 ''',
 }
 _HELPER_TEMPLATES: dict[str, ast.ClassDef] = {

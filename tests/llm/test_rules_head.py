@@ -278,3 +278,32 @@ def test_shrinking_never_narrows_a_layer_below_four_units():
                             seed=seed, temperature=0.9)
         if completion.error is None:
             assert _narrowest_hidden(completion.text) >= 4, completion.text
+
+
+def test_stacked_recurrent_blocks_still_learn():
+    """Four of the mutator's recurrent blocks in a row (chains of "Add recurrent layer" build
+    them) train at the default recipe (Adam 0.02, one-cycle, batch 32): the projection's skip
+    carries the gradient. Without it the same stack predicts one class (0.463 here, 3 of 3
+    seeds) and such networks sat at chance on digits (0.108 / 0.087; with it 0.92 / 0.86)."""
+    namespace: dict[str, object] = {"nn": torch.nn, "torch": torch}
+    exec(rules._HELPER_SOURCES["recurrent"], namespace)
+    block = namespace["RecurrentBlock"]
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(block(32, "gru"), block(32, "lstm"), block(64, "rnn"),
+                              block(128, "lstm"), torch.nn.Linear(128, 10))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.relu(torch.randn(512, 64, generator=gen) * 2)  # like relu'd conv features
+    y = (x @ torch.randn(64, 10, generator=gen)).argmax(1)  # a learnable rule
+    net(x)  # lazy modules
+    steps = 200
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.02, total_steps=steps)
+    for _ in range(steps):
+        idx = torch.randint(0, 512, (32,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+        schedule.step()
+    with torch.no_grad():
+        accuracy = float((net(x).argmax(1) == y).float().mean())
+    assert accuracy > 0.7, accuracy
