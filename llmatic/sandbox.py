@@ -404,6 +404,7 @@ def serve(isolation: str = "auto") -> None:
     import torch  # noqa: F401
 
     import llmatic.data  # noqa: F401
+    import llmatic.descriptors  # noqa: F401 - the measuring fork needs it
     import llmatic.training  # noqa: F401
     import llmatic.worker  # noqa: F401
     from llmatic.isolation import IsolationError, probe
