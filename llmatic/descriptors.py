@@ -102,21 +102,24 @@ def module_tree(net: object) -> list[object]:
     return out
 
 
-def parameter_count(net: object) -> int:
-    """Elements of every distinct parameter under ``net``, frozen or not (raw walk)."""
+def parameter_sizes(net: object) -> dict[int, int]:
+    """``{id: elements}`` of every distinct parameter under ``net``, frozen or not (raw walk)."""
     import torch
 
-    seen: set[int] = set()
-    total = 0
+    sizes: dict[int, int] = {}
     for module in module_tree(net):
         params = _raw(module, "_parameters")
         if not isinstance(params, dict):
             continue
         for p in dict.values(params):
-            if isinstance(p, torch.Tensor) and id(p) not in seen:
-                seen.add(id(p))
-                total += torch.Tensor.numel(p)
-    return int(total)
+            if isinstance(p, torch.Tensor):
+                sizes.setdefault(id(p), int(torch.Tensor.numel(p)))
+    return sizes
+
+
+def parameter_count(net: object) -> int:
+    """Elements of every distinct parameter under ``net``, frozen or not (raw walk)."""
+    return sum(parameter_sizes(net).values())
 
 
 def raw_attribute(module: object, name: str) -> object:

@@ -342,14 +342,6 @@ def drop_capabilities() -> None:
     _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
 
 
-def capabilities() -> int:
-    """This process's effective capability mask (from ``/proc/self/status``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 # -- seccomp ------------------------------------------------------------------------------
 _AUDIT_ARCH_X86_64 = 0xC000003E
 #: x86_64 numbers of the calls a candidate never needs.

@@ -285,10 +285,11 @@ class _Checker(ast.NodeVisitor):
             else:  # rebound to something else: no longer an alias
                 self.modules.pop(target.id, None)
         elif bound is not None and isinstance(target, ast.Tuple | ast.List):
-            for elt in target.elts:  # `a, b = torch, np`: each may be one
-                self._bind(elt, value.elts[target.elts.index(elt)]
-                           if isinstance(value, ast.Tuple | ast.List)
-                           and len(value.elts) == len(target.elts) else value)
+            # `a, b = torch, np`: element by element; otherwise each may be the module
+            pairwise = isinstance(value, ast.Tuple | ast.List) and \
+                len(value.elts) == len(target.elts)
+            for i, elt in enumerate(target.elts):
+                self._bind(elt, value.elts[i] if pairwise else value)
 
     def visit_Assign(self, node: ast.Assign) -> None:  # noqa: N802
         self._check_targets(node.targets)

@@ -126,10 +126,3 @@ def width_and_depth(net: nn.Module) -> tuple[int, int]:
             if isinstance(value, int):
                 width = max(width, value)
     return width, max(depth, 1)
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Number of parameters, frozen or not, counted by a raw walk (no overrides used)."""
-    from llmatic.descriptors import parameter_count
-
-    return parameter_count(net)

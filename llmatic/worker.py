@@ -15,12 +15,12 @@ predicts.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,14 +192,14 @@ def guarded_builtins(allowed: Any) -> dict[str, Any]:
     return table
 
 
-def count_flops(net: Any, example: Any, *, copies: bool = True) -> int:
+def count_flops(net: Any, example: Any) -> int:
     """Multiply-accumulate count of one forward pass of ``example``.
 
     Two counts: thop's module hooks and ``torch.utils.flop_counter.FlopCounterMode`` at the
     dispatcher, which sees every matmul / convolution however the candidate calls it
     (FLOPs / 2 = MACs). The larger is kept, so a network cannot look cheaper by hiding work
-    from module hooks. With ``copies`` each count runs on a deep copy (hooks and buffers
-    never touch the network); :func:`measure` counts in a throwaway fork instead.
+    from module hooks. thop leaves hooks and buffers on ``net``: :func:`measure` calls this
+    in a throwaway fork, on the real network.
     """
     import contextlib
     import io
@@ -208,13 +208,11 @@ def count_flops(net: Any, example: Any, *, copies: bool = True) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    clone = copy.deepcopy(net) if copies else net
     with contextlib.redirect_stdout(io.StringIO()):
-        macs, _ = thop.profile(clone, inputs=(example,), verbose=False)
-    clone = copy.deepcopy(net) if copies else net
+        macs, _ = thop.profile(net, inputs=(example,), verbose=False)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        torch.nn.Module.__call__(clone, example)
+        torch.nn.Module.__call__(net, example)
     return max(int(macs), int(counter.get_total_flops()) // 2)
 
 
@@ -247,33 +245,18 @@ def used_parameters(net: Any, example: Any) -> dict[int, int]:
 
 def _measure(net: Any, example: Any) -> dict[str, int]:
     """Parameters (registered or read by the forward), FLOPs, width and depth of ``net``."""
-    import torch
-
-    from llmatic.descriptors import module_tree
+    from llmatic.descriptors import parameter_sizes
     from llmatic.training import width_and_depth
 
-    registered: dict[int, int] = {}
-    for module in module_tree(net):
-        params = _raw_dict(module, "_parameters")
-        for p in dict.values(params):
-            if isinstance(p, torch.Tensor):
-                registered.setdefault(id(p), int(torch.Tensor.numel(p)))
-    used = used_parameters(net, example)
+    sizes = {**used_parameters(net, example), **parameter_sizes(net)}
     width, depth = width_and_depth(net)
-    flops = count_flops(net, example, copies=False)
-    return {"params": sum({**used, **registered}.values()), "flops": flops,
+    return {"params": sum(sizes.values()), "flops": count_flops(net, example),
             "width": width, "depth": depth}
 
 
-def _raw_dict(obj: Any, name: str) -> dict:
-    from llmatic.descriptors import raw_attribute
-
-    value = raw_attribute(obj, name)
-    return value if isinstance(value, dict) else {}
-
-
 def measure(net: Any, example: Any, guard: TamperGuard | None = None,
-            report_fd: int | None = None, permit_fork: Any = None) -> dict[str, int]:
+            report_fd: int | None = None,
+            permit_fork: Callable[[], None] | None = None) -> dict[str, int]:
     """The descriptors of ``net``, measured in a forked process that trains nothing.
 
     The fork starts with only the calling thread (a candidate's threads do not follow), no
@@ -345,7 +328,7 @@ def measure(net: Any, example: Any, guard: TamperGuard | None = None,
 
 
 def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None = None,
-            permit_fork: Any = None) -> dict[str, Any]:
+            permit_fork: Callable[[], None] | None = None) -> dict[str, Any]:
     """Evaluate one candidate and return the result dict (also written to ``result.json``).
 
     The dict has ``status``, ``error``, ``params``, ``flops``, ``width``, ``depth``,

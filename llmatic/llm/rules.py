@@ -1657,22 +1657,29 @@ def _resizable_calls(net: _Net) -> list[ast.Call]:
     return calls
 
 
+def _literal_widths(net: _Net, ctx: _Ctx) -> list[tuple[ast.Constant, int, int]]:
+    """(argument node, width, cap) of every resizable conv / linear with a literal width."""
+    found = []
+    for node in _resizable_calls(net):
+        kind = net.ctor_kind(node) or ""
+        if not (kind in _CONV_KINDS | _LINEAR_KINDS or kind in _LAZY_CONVS):
+            continue
+        arg = _arg(node, 0, _width_keyword(kind))
+        value = _int_literal(arg)
+        if value is None or _groups(node) != 1:
+            continue
+        cap = ctx.max_channels if kind in _CONV_KINDS | _LAZY_CONVS else ctx.max_features
+        found.append((arg, value, cap))  # type: ignore[arg-type]
+    return found
+
+
 def _scale(net: _Net, ctx: _Ctx, factor: int, up: bool) -> str | None:
     """Multiply (or divide) every literal layer width by ``factor``, within the caps.
 
     The classifier is never touched, so the number of classes stays.
     """
     changed = 0
-    for node in _resizable_calls(net):
-        kind = net.ctor_kind(node) or ""
-        if not (kind in _CONV_KINDS | _LINEAR_KINDS or kind in _LAZY_CONVS):
-            continue
-        keyword = _width_keyword(kind)
-        arg = _arg(node, 0, keyword)
-        value = _int_literal(arg)
-        if value is None or _groups(node) != 1:
-            continue
-        cap = ctx.max_channels if kind in _CONV_KINDS | _LAZY_CONVS else ctx.max_features
+    for arg, value, cap in _literal_widths(net, ctx):
         new = (max(value, min(cap, value * factor)) if up
                else max(min(value, _MIN_WIDTH), value // factor))
         if new != value:
@@ -1964,44 +1971,40 @@ _MIN_WIDTH, BOTTLENECK_WIDTH = 4, 16
 def _widen_bottlenecks(net: _Net, ctx: _Ctx) -> str | None:
     """Widen every hidden layer narrower than ``_MIN_WIDTH`` to ``BOTTLENECK_WIDTH``."""
     changed = []
-    for node in _resizable_calls(net):
-        kind = net.ctor_kind(node) or ""
-        if not (kind in _CONV_KINDS | _LINEAR_KINDS or kind in _LAZY_CONVS):
-            continue
-        arg = _arg(node, 0, _width_keyword(kind))
-        value = _int_literal(arg)
-        if value is None or value >= _MIN_WIDTH or _groups(node) != 1:
-            continue
-        cap = ctx.max_channels if kind in _CONV_KINDS | _LAZY_CONVS else ctx.max_features
-        arg.value = min(cap, BOTTLENECK_WIDTH)  # type: ignore[union-attr]
-        changed.append(f"{value}->{arg.value}")  # type: ignore[union-attr]
+    for arg, value, cap in _literal_widths(net, ctx):
+        if value < _MIN_WIDTH:
+            arg.value = min(cap, BOTTLENECK_WIDTH)
+            changed.append(f"{value}->{arg.value}")
     if not changed:
         return None
     net.touch()
     return f"widen bottleneck {', '.join(changed)}"
 
 
-def _fix_head_sometimes(
-    mutation: Callable[[_Net, _Ctx], list[str]], p: float = HEAD_FIX_P,
-    bottlenecks: bool = True,
-) -> Callable[[_Net, _Ctx], list[str]]:
-    """Run ``mutation``, then fix what an LLM would fix while it edits.
+def _llm_fixes(net: _Net, ctx: _Ctx, bottlenecks: bool = True) -> list[str]:
+    """What an LLM fixes while it edits, each with probability ``HEAD_FIX_P``.
 
-    With probability ``p`` each: drop the logits' activation, and (unless the edit is one
-    that shrinks) widen bottleneck layers.
+    Drop the logits' activation, and (``bottlenecks``) widen bottleneck layers.
+    """
+    done = []
+    if _output_activations(net) and ctx.chance(HEAD_FIX_P):
+        done.append(_drop_output_activation(net, ctx))
+    if bottlenecks and ctx.chance(HEAD_FIX_P):
+        done.append(_widen_bottlenecks(net, ctx))
+    return [d for d in done if d]
+
+
+def _with_llm_fixes(
+    mutation: Callable[[_Net, _Ctx], list[str]], bottlenecks: bool = True
+) -> Callable[[_Net, _Ctx], list[str]]:
+    """Run ``mutation``, then (if it changed something) :func:`_llm_fixes`.
+
+    ``bottlenecks=False`` for the edits that shrink the network.
     """
 
     def run(net: _Net, ctx: _Ctx) -> list[str]:
         done = mutation(net, ctx)
-        if done and _output_activations(net) and ctx.chance(p):
-            d = _drop_output_activation(net, ctx)
-            if d:
-                done.append(d)
-        if done and bottlenecks and ctx.chance(p):
-            d = _widen_bottlenecks(net, ctx)
-            if d:
-                done.append(d)
-        return done
+        return done + _llm_fixes(net, ctx, bottlenecks) if done else done
 
     return run
 
@@ -2064,20 +2067,20 @@ def _repeat(edit: Edit, base: int = 1, once: bool = False) -> Callable[[_Net, _C
 
 
 _MUTATIONS: dict[str, Callable[[_Net, _Ctx], list[str]]] = {
-    **{kind: _fix_head_sometimes(_repeat(edit)) for kind, edit in _ADD_EDITS.items()},
-    "residuals": _fix_head_sometimes(_repeat(_add_residual, base=2)),
-    "delete": _fix_head_sometimes(_repeat(_delete)),
-    "shallow": _fix_head_sometimes(_repeat(_delete), bottlenecks=False),
-    "deepen": _fix_head_sometimes(_repeat(_one_of(_DEPTH_WEIGHTS))),
-    "add": _fix_head_sometimes(_repeat(_one_of(_LAYER_WEIGHTS))),
-    "random": _fix_head_sometimes(_repeat(_one_of(_RANDOM_WEIGHTS))),
+    **{kind: _with_llm_fixes(_repeat(edit)) for kind, edit in _ADD_EDITS.items()},
+    "residuals": _with_llm_fixes(_repeat(_add_residual, base=2)),
+    "delete": _with_llm_fixes(_repeat(_delete)),
+    "shallow": _with_llm_fixes(_repeat(_delete), bottlenecks=False),
+    "deepen": _with_llm_fixes(_repeat(_one_of(_DEPTH_WEIGHTS))),
+    "add": _with_llm_fixes(_repeat(_one_of(_LAYER_WEIGHTS))),
+    "random": _with_llm_fixes(_repeat(_one_of(_RANDOM_WEIGHTS))),
     "drop_output_activation": _repeat(_drop_output_activation, base=1, once=True),
-    "widen_head": _fix_head_sometimes(_repeat(_widen_head, base=1, once=True)),
-    "add_head": _fix_head_sometimes(_repeat(_add_head)),
-    "widen": _fix_head_sometimes(_widen),
-    "narrow": _fix_head_sometimes(_narrow, bottlenecks=False),
-    "grow": _fix_head_sometimes(_grow),
-    "shrink": _fix_head_sometimes(_shrink, bottlenecks=False),
+    "widen_head": _with_llm_fixes(_repeat(_widen_head, base=1, once=True)),
+    "add_head": _with_llm_fixes(_repeat(_add_head)),
+    "widen": _with_llm_fixes(_widen),
+    "narrow": _with_llm_fixes(_narrow, bottlenecks=False),
+    "grow": _with_llm_fixes(_grow),
+    "shrink": _with_llm_fixes(_shrink, bottlenecks=False),
 }
 _WHY_NOT = {
     "conv": "no place before the flatten where a convolution keeps the shapes valid",
@@ -2159,10 +2162,7 @@ def _crossover(source_a: str, source_b: str, ctx: _Ctx) -> str:
     _prune(a)
     if _needs_guard(a):
         _ensure_guard(a)
-    if _output_activations(a) and ctx.chance(HEAD_FIX_P):
-        _drop_output_activation(a, ctx)
-    if ctx.chance(HEAD_FIX_P):
-        _widen_bottlenecks(a, ctx)
+    _llm_fixes(a, ctx)
     return _render(a)
 
 
