@@ -183,6 +183,7 @@ def bench_lightning_vs_plain(args: argparse.Namespace, mach: dict[str, Any]) -> 
     optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
     ds = OmegaConf.to_container(cfg.dataset, resolve=True)
     ds.pop("descriptor_bounds", None)
+    ds.pop("max_flops", None)
     ds.pop("_target_", None)
     dm = DigitsDataModule(**ds)
     dm.setup()

@@ -113,9 +113,9 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
     return row
 
 
-def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed: int = 0
-             ) -> dict:
-    """Every ablation x seed on digits, one shared sandbox."""
+def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed: int = 0,
+             keep: Path | None = None) -> dict:
+    """Every ablation x seed on digits, one shared sandbox (run dirs under ``keep`` if given)."""
     from llmatic.sandbox import Sandbox
 
     cfg = compose()
@@ -123,10 +123,11 @@ def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed:
                       torch_threads=int(cfg.sandbox.torch_threads))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
+        root = Path(keep) if keep is not None else Path(tmp)
         try:
             for seed in range(first_seed, first_seed + seeds):  # seeds outermost: a
                 for ablation in ablations:  # cut-short run still compares
-                    rows.append(one_run(ablation, seed, Path(tmp), sandbox, final))
+                    rows.append(one_run(ablation, seed, root, sandbox, final))
                     r = rows[-1]
                     print(f"{ablation:22s} seed {seed}: best {r['best_val_accuracy']:.4f}  "
                           f"H {r['instruction_entropy'] or 0:.2f}  #T "
@@ -267,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="rows of earlier runs (JSON lists, e.g. a .partial.json) to add")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep every run directory under this folder (ABLATION/SEED), "
+                             "e.g. to draw its figures with llmatic-figures")
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import os
@@ -283,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     if args.seeds or args.merge:
         result["networks"] = networks(args.seeds, args.final, args.out,
-                                      tuple(args.ablations.split(",")), args.first_seed)
+                                      tuple(args.ablations.split(",")), args.first_seed,
+                                      args.keep)
         for path in args.merge:
             result["networks"]["rows"] += json.loads(path.read_text())
         result["networks"]["table"] = tabulate(result["networks"]["rows"])

@@ -87,6 +87,13 @@ def validate_config(cfg: DictConfig) -> None:
     need(len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
          "dataset.input_shape", f"must be [channels, height, width], got {shape}")
     need(int(cfg.dataset.num_classes) >= 2, "dataset.num_classes", "must be >= 2")
+    cap = cfg.dataset.get("max_flops")
+    try:
+        cap_ok = cap is None or (not isinstance(cap, bool) and float(cap) >= 1)
+    except (TypeError, ValueError):
+        cap_ok = False
+    need(cap_ok, "dataset.max_flops",
+         f"must be null (no cap) or a number of FLOPs per input >= 1, e.g. 1e7; got {cap!r}")
     need(cfg.archive.kind in ("cvt", "grid"), "archive.kind",
          f"must be cvt or grid, got {cfg.archive.kind!r}")
     try:

@@ -758,7 +758,7 @@ class Sandbox:
                 result = json.loads(path.read_text())
             except (json.JSONDecodeError, OSError):
                 result = None
-        if result is not None and result.get("final") is True and "params" in result:
+        if result is not None and "params" in result:  # also a timed-out or crashed child's
             result = _with_measures(result, job_dir)
         logits = None
         logits_path = job_dir / logits_file(str(job.get("predict_split", "val")))
@@ -783,11 +783,11 @@ def _with_measures(result: dict[str, Any], job_dir: Path) -> dict[str, Any]:
 
     The candidate's process could rewrite its report while it trains; ``measures.json`` was
     written by a fork that ran no training, through a descriptor the training process had
-    closed. A report with counts but no such file is a runtime error.
+    closed. A final ok report with counts but no such file is a runtime error.
     """
     measures = _read_json(job_dir / MEASURES_FILE)
     if measures is None or not all(isinstance(measures.get(k), int) for k in MEASURE_KEYS):
-        if result.get("status") != Status.OK.value:
+        if result.get("status") != Status.OK.value or result.get("final") is not True:
             return result
         return {**result, "status": Status.RUNTIME_ERROR.value,
                 "error": "the network's measured descriptors are missing (measures.json): "

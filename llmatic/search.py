@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -256,10 +256,28 @@ class Search:
                               else OmegaConf.to_container(scheduler, resolve=True))
         # Read once (tell runs per candidate; OmegaConf lookups are slow).
         self._compare_to = str(cfg.temperature.get("compare_to", "best"))
+        cap = cfg.dataset.get("max_flops") if self.space != "nb201" else None
+        #: The compute cap of a candidate (``dataset.max_flops``); None: none.
+        self.max_flops = None if cap is None else int(float(cap))
         self._prompt_archive_on = bool(cfg.ablation.prompt_archive)
         self._curiosity = {k: float(v) for k, v in cfg.curiosity.items()}
         #: Networks submitted and not yet told: key -> (candidate id, future).
         self._running: dict[str, tuple[int, Future]] = {}
+
+    def _capped(self, result: EvalResult) -> EvalResult:
+        """``result``, or ``too_large`` when its measured FLOPs exceed ``dataset.max_flops``.
+
+        The worker stops such a network before training; this holds whatever the child did
+        (a network that timed out or crashed while too large is too large, on any machine).
+        """
+        cap = self.max_flops
+        if cap is None or result.flops is None or result.flops <= cap:
+            return result
+        return replace(result, status=Status.TOO_LARGE, fitness=None, val_accuracy=None,
+                       val_loss=None,
+                       error=f"{result.flops:,} FLOPs per input is above dataset.max_flops = "
+                             f"{cap:,}: measured, not trained (raise or null the cap to train "
+                             "it)")
 
     def _init_network(self, sandbox: Sandbox | None) -> None:
         """space=network: sandbox server(s), the dataset and the paper's seed network."""
@@ -281,6 +299,7 @@ class Search:
         # Data first: a missing dataset must fail before the LLM loads or anything runs.
         kwargs = OmegaConf.to_container(ds, resolve=True)
         kwargs.pop("descriptor_bounds", None)
+        kwargs.pop("max_flops", None)
         self.datamodule = instantiate(kwargs, _convert_="all")
         self.datamodule.prepare_data()
         self.datamodule.setup()
@@ -373,6 +392,7 @@ class Search:
             "scheduler": self.scheduler_cfg,
             "seed": seed,
             "allowed_imports": self.allowed_imports,
+            "max_flops": self.max_flops,
         }
 
     def extract(self, text: str) -> Extraction:
@@ -629,6 +649,7 @@ class Search:
     def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
              generation: int) -> dict[str, Any]:
         """Update archives, curiosity and temperature from one result; return its record."""
+        result = self._capped(result)
         state.status_counts[result.status.value] += 1
         added, measures, raw = False, None, None
         if result.status is Status.OK:

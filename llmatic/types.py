@@ -24,6 +24,7 @@ class Status(str, enum.Enum):
     BAD_OUTPUT_SHAPE = "bad_output_shape"  # forward did not return (batch, num_classes)
     NON_FINITE = "non_finite"  # loss or logits became NaN / inf
     TIMEOUT = "timeout"  # killed after sandbox.timeout_s
+    TOO_LARGE = "too_large"  # FLOPs per input above dataset.max_flops: measured, not trained
     MEMORY_LIMIT = "memory_limit"  # hit sandbox.memory_mb (or CUDA OOM)
     CRASHED = "crashed"  # the child died without reporting (signal, os._exit)
     FORBIDDEN = "forbidden"  # the static policy rejected the code (never ran)

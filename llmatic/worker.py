@@ -429,6 +429,12 @@ def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None =
         stage("count", t)
         result["final"] = False
         save()  # partial result (not final): survives a crash during training
+        cap = job.get("max_flops")
+        if cap is not None and result["flops"] > int(cap):  # the search enforces it too
+            raise CandidateFailure(
+                Status.TOO_LARGE,
+                f"{result['flops']:,} FLOPs per input is above dataset.max_flops = "
+                f"{int(cap):,}: measured, not trained")
 
         if int(job.get("epochs", 0)) <= 0 or not job.get("data_dir"):
             result["status"] = Status.OK.value

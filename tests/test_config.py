@@ -62,6 +62,8 @@ def test_paper_budget_and_instructions():
         (("trainer=ddp", "evaluator.gpus_per_worker=0"), "evaluator.gpus_per_worker"),
         ("space=cells", "space"),
         ("pipeline_generations=sometimes", "pipeline_generations"),
+        ("dataset.max_flops=0", "dataset.max_flops"),
+        ("dataset.max_flops=lots", "dataset.max_flops"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -47,6 +47,17 @@ def test_small_cnn_is_ok_and_well_above_chance(tmp_path):
         assert key in out
 
 
+def test_network_above_the_compute_cap_is_measured_not_trained(tmp_path):
+    path = tmp_path / "net.md"
+    path.write_text(SMALL_CNN)  # 46k FLOPs per image: above a cap of 10k
+    proc, out = _evaluate(path, "dataset.max_flops=10000")
+    assert proc.returncode == 0, proc.stderr
+    assert out["status"] == "too_large"
+    assert out["fitness"] is None and out["flops"] > 10_000
+    assert "dataset.max_flops" in out["error"]
+    assert "train" not in out["timings"]  # stopped after the measurement: no training
+
+
 def test_syntax_error_is_reported_cleanly(tmp_path):
     path = tmp_path / "broken.py"
     path.write_text("import torch.nn as nn\nclass Net(nn.Module:\n    pass\n")
