@@ -75,12 +75,13 @@ def ci95(values: list[float]) -> tuple[float | None, float | None]:
     return mean, float(half)
 
 
-def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
+def one_run(ablation: str, seed: int, root: Path, sandbox, final: int,
+            overrides: tuple[str, ...] = ()) -> dict:
     """One search; the numbers the table compares."""
     from llmatic.search import read_history, run_search
 
     run_dir = root / ablation / str(seed)
-    cfg = compose(f"ablation={ablation}", f"seed={seed}")
+    cfg = compose(f"ablation={ablation}", f"seed={seed}", *overrides)
     started = time.perf_counter()
     summary = run_search(cfg, run_dir, show_progress=False, sandbox=sandbox)
     wall = time.perf_counter() - started
@@ -114,7 +115,7 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int) -> dict:
 
 
 def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed: int = 0,
-             keep: Path | None = None) -> dict:
+             keep: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
     """Every ablation x seed on digits, one shared sandbox (run dirs under ``keep`` if given)."""
     from llmatic.sandbox import Sandbox
 
@@ -127,7 +128,7 @@ def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed:
         try:
             for seed in range(first_seed, first_seed + seeds):  # seeds outermost: a
                 for ablation in ablations:  # cut-short run still compares
-                    rows.append(one_run(ablation, seed, root, sandbox, final))
+                    rows.append(one_run(ablation, seed, root, sandbox, final, overrides))
                     r = rows[-1]
                     print(f"{ablation:22s} seed {seed}: best {r['best_val_accuracy']:.4f}  "
                           f"H {r['instruction_entropy'] or 0:.2f}  #T "
@@ -268,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="rows of earlier runs (JSON lists, e.g. a .partial.json) to add")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[],
+                        help="config overrides for every run, e.g. prompt_selection.explore=0.25")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep every run directory under this folder (ABLATION/SEED), "
                              "e.g. to draw its figures with llmatic-figures")
@@ -277,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                          f"Python {sys.version.split()[0]}",
-              "seeds": args.seeds, "nb201_seeds": args.nb201_seeds}
+              "seeds": args.seeds, "nb201_seeds": args.nb201_seeds,
+              "overrides": list(args.overrides)}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_nb201_") as tmp:
         if args.nb201_seeds:
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds or args.merge:
         result["networks"] = networks(args.seeds, args.final, args.out,
                                       tuple(args.ablations.split(",")), args.first_seed,
-                                      args.keep)
+                                      args.keep, tuple(args.overrides))
         for path in args.merge:
             result["networks"]["rows"] += json.loads(path.read_text())
         result["networks"]["table"] = tabulate(result["networks"]["rows"])

@@ -288,18 +288,26 @@ class PromptArchive:
 
     def select(
         self, rng: np.random.Generator, *, strategy: str = "softmax", k: int = 3,
-        tau: float = 1.0, explore: float = 0.0,
+        tau: float = 1.0, explore: float = 0.0, level: str = "cell",
     ) -> tuple[int, float] | None:
         """Pick a prompt biased to high curiosity; None if the archive is empty.
 
         With probability ``explore`` the instruction and temperature are drawn uniformly
         instead (over every row and column, filled or not), so every instruction keeps a
         chance however its curiosity stands.
+
+        ``level="instruction"`` (softmax and uniform) draws the instruction first, each
+        scored by its most curious cell, then one of that instruction's cells. Drawn over
+        cells (``"cell"``), an instruction's chance grows with the number of temperature
+        cells it has spread into, i.e. with how often it was used, whatever its curiosity.
+        ``top_k`` always ranks cells.
         """
         if strategy not in ("top_k", "softmax", "uniform"):
             raise ValueError(
                 f"prompt_selection.strategy must be top_k, softmax or uniform, got {strategy!r}"
             )
+        if level not in ("cell", "instruction"):
+            raise ValueError(f"prompt_selection.level must be cell or instruction, got {level!r}")
         data = self.archive.data()
         if len(data["index"]) == 0:
             return None
@@ -308,13 +316,23 @@ class PromptArchive:
             return iid, float(self.temperatures()[int(rng.integers(self.bins))])
         order = np.argsort(data["index"], kind="stable")
         sols, cur = data["solution"][order], data["objective"][order]
+        if level == "instruction" and strategy != "top_k":
+            rows = np.rint(sols[:, 0]).astype(int)
+            ids = np.unique(rows)  # instructions with a cell, in id order
+            if strategy == "softmax":
+                best = np.array([cur[rows == i].max() for i in ids])
+                iid = int(ids[rng.choice(len(ids), p=_softmax(best, tau))])
+            else:
+                iid = int(ids[rng.integers(len(ids))])
+            mine = np.flatnonzero(rows == iid)
+            p = _softmax(cur[mine], tau) if strategy == "softmax" else None
+            i = int(mine[rng.choice(len(mine), p=p)])
+            return iid, float(sols[i][1])
         if strategy == "top_k":
             best = np.argsort(-cur, kind="stable")[: max(1, int(k))]
             i = int(best[rng.integers(len(best))])
         elif strategy == "softmax":
-            z = (cur - cur.max()) / max(float(tau), 1e-8)
-            p = np.exp(z) / np.exp(z).sum()
-            i = int(rng.choice(len(cur), p=p))
+            i = int(rng.choice(len(cur), p=_softmax(cur, tau)))
         else:
             i = int(rng.integers(len(cur)))
         return int(round(sols[i][0])), float(sols[i][1])
@@ -327,6 +345,12 @@ class PromptArchive:
             "coverage": float(s.coverage),
             "max_curiosity": None if s.obj_max is None else float(s.obj_max),
         }
+
+
+def _softmax(values: np.ndarray, tau: float) -> np.ndarray:
+    """Probabilities proportional to ``exp(values / tau)``."""
+    z = np.exp((values - values.max()) / max(float(tau), 1e-8))
+    return z / z.sum()
 
 
 class ElitistPopulation:

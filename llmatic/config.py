@@ -103,6 +103,9 @@ def validate_config(cfg: DictConfig) -> None:
     sel = cfg.prompt_selection.strategy
     need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
          f"must be top_k, softmax or uniform, got {sel!r}")
+    level = cfg.prompt_selection.get("level", "cell")
+    need(level in ("cell", "instruction"), "prompt_selection.level",
+         f"must be cell or instruction, got {level!r}")
     explore = float(cfg.prompt_selection.get("explore", 0.0))
     need(0.0 <= explore <= 1.0, "prompt_selection.explore",
          f"must be in [0, 1] (a share of mutations), got {explore}")

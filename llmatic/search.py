@@ -525,6 +525,7 @@ class Search:
                         k=int(selection.k),
                         tau=float(selection.softmax_tau),
                         explore=float(getattr(selection, "explore", 0.0)),
+                        level=str(getattr(selection, "level", "cell")),
                     )
                 if chosen is None:  # warm-up or no prompt archive: uniform draws
                     iid = int(rng.integers(len(self.instructions)))

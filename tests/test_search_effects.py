@@ -63,6 +63,29 @@ def test_select_with_explore_draws_every_instruction_even_against_curiosity():
     assert len({t for _, t in explored}) == archive.bins == 19
 
 
+def test_instruction_level_selection_does_not_reward_cell_count():
+    # Instruction 0 has spread into 12 temperature cells, instruction 1 has one, all at the
+    # same curiosity: drawn over cells, 0 wins 12 of 13 draws only for being used more.
+    archive = PromptArchive(num_instructions=2, t_min=0.1, t_max=1.0, t_step=0.05)
+    for t in np.linspace(0.1, 0.65, 12):
+        archive.offer(0, float(t))
+    archive.offer(1, 0.6)
+    rng = np.random.default_rng(0)
+
+    def share(level, n=2000):
+        return np.mean([archive.select(rng, level=level, tau=2.0)[0] == 0 for _ in range(n)])
+
+    assert share("cell") > 0.88
+    assert 0.45 < share("instruction") < 0.55
+    # curiosity still biases the instruction draw, and the temperature within it
+    archive.credit(1, 0.6, 2.0, True)
+    assert share("instruction") < 0.3  # exp(-1) / (1 + exp(-1)) = 0.27
+    archive.credit(0, 0.1, 4.0, True)
+    picks = [archive.select(rng, level="instruction", tau=2.0) for _ in range(2000)]
+    zero = [t for i, t in picks if i == 0]
+    assert np.mean(np.isclose(zero, 0.1)) > 0.33  # 1 hot cell of 12: e^2 / (e^2 + 11) = 0.40
+
+
 def test_a_cell_never_holds_two_instructions():
     archive = PromptArchive(num_instructions=13, t_min=0.1, t_max=1.0, t_step=0.05)
     for i in range(13):
