@@ -103,6 +103,10 @@ def validate_config(cfg: DictConfig) -> None:
     sel = cfg.prompt_selection.strategy
     need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
          f"must be top_k, softmax or uniform, got {sel!r}")
+    tournament = cfg.get("parent_selection", {}).get("tournament", 1)
+    need(isinstance(tournament, int) and not isinstance(tournament, bool) and tournament >= 1,
+         "parent_selection.tournament",
+         f"must be an integer >= 1 (1: a uniform random elite, the paper), got {tournament!r}")
     level = cfg.prompt_selection.get("level", "cell")
     need(level in ("cell", "instruction"), "prompt_selection.level",
          f"must be cell or instruction, got {level!r}")

@@ -489,6 +489,7 @@ class Search:
         warmup_networks = int(cfg.budget.warmup_networks)
         warmup_prompts = int(cfg.budget.warmup_prompts)
         crossover_instruction = str(cfg.operators.crossover_instruction)
+        tournament = int(cfg.get("parent_selection", {}).get("tournament", 1))
         rng = state.rng
         temp = state.temperature
         pool = state.parents
@@ -507,7 +508,7 @@ class Search:
                 and rng.random() >= p_mutation
             )
             if crossover:
-                a = pool.sample(rng)
+                a = _select_parent(pool, rng, tournament)
                 b = pool.nearest(a)
                 t = temp.propose(None, generation, generations)
                 plan = Plan(cid, Operator.CROSSOVER, crossover_instruction, None,
@@ -516,7 +517,7 @@ class Search:
                 if ablation.random_generation:
                     parent = dict(state.seed_elite)  # no evolution: always the seed
                 else:
-                    parent = pool.sample(rng)
+                    parent = _select_parent(pool, rng, tournament)
                 chosen = None
                 if not warmup and ablation.prompt_archive:
                     chosen = state.prompt_archive.select(
@@ -843,6 +844,14 @@ def exploration_metrics(mutations: Sequence[dict[str, Any]], instructions: int) 
         entropy = float(-(p * np.log(p)).sum() / math.log(instructions))
     return {"instruction_entropy": entropy,
             "distinct_temperatures": len({round(float(r["temperature"]), 6) for r in mutations})}
+
+
+def _select_parent(pool: Any, rng: np.random.Generator, tournament: int) -> dict[str, Any]:
+    """A uniform random elite (the paper), or the fittest of ``tournament`` such draws."""
+    if tournament <= 1:
+        return pool.sample(rng)
+    drawn = [pool.sample(rng) for _ in range(tournament)]
+    return max(drawn, key=lambda e: float(e["objective"]))  # ties: the first drawn
 
 
 def _at_chance(record: dict[str, Any], num_classes: int) -> bool:

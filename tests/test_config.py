@@ -63,6 +63,7 @@ def test_paper_budget_and_instructions():
         ("space=cells", "space"),
         ("pipeline_generations=sometimes", "pipeline_generations"),
         ("dataset.max_flops=0", "dataset.max_flops"),
+        ("parent_selection.tournament=0", "parent_selection.tournament"),
         ("dataset.max_flops=lots", "dataset.max_flops"),
     ],
 )

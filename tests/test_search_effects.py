@@ -147,3 +147,27 @@ def test_repeated_networks_are_not_queried_again(table, tmp_path):
         assert first.get("duplicate_of") is None and first["candidate_id"] < rec["candidate_id"]
     archs = [r["arch"] for r in history if r.get("duplicate_of") is None and r["arch"]]
     assert len(archs) == len(set(archs))  # every distinct cell was looked up once
+
+
+def test_parent_tournament_mutates_fitter_elites_and_one_is_the_papers_uniform_draw():
+    from llmatic.archives import NetworkArchive
+    from llmatic.search import _select_parent
+
+    archive = NetworkArchive(kind="grid", dims=(4, 4))
+    for i in range(16):  # one elite per cell, fitness i / 15
+        archive.add(source=f"net{i}", fitness=i / 15, measures=[(i % 4 + 0.5) / 4,
+                    (i // 4 + 0.5) / 4], raw_measures=[0.0, 0.0], candidate_id=i,
+                    generation=1, val_accuracy=i / 15, val_loss=1.0, params=1, flops=1)
+
+    def mean_fitness(k, n=3000):
+        rng = np.random.default_rng(0)
+        return np.mean([float(_select_parent(archive, rng, k)["objective"]) for _ in range(n)])
+
+    uniform = [_select_parent(archive, np.random.default_rng(1), 1)["candidate_id"]
+               for _ in range(1)]
+    assert uniform == [archive.sample(np.random.default_rng(1))["candidate_id"]]  # same draw
+    assert abs(mean_fitness(1) - 0.5) < 0.03
+    assert mean_fitness(2) > 0.6  # E[max of 2 uniform draws of 16] = 0.66
+    picks = {_select_parent(archive, np.random.default_rng(s), 2)["candidate_id"]
+             for s in range(400)}
+    assert len(picks) >= 14  # every elite but the weakest keeps a chance
