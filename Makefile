@@ -19,7 +19,7 @@ run: install
 	$(BIN)/llmatic
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # Benchmarks (never part of `make test`): ratios measured side by side in one run.
 bench: install
