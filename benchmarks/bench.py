@@ -174,6 +174,7 @@ def bench_lightning_vs_plain(args: argparse.Namespace, mach: dict[str, Any]) -> 
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from llmatic.config import datamodule_kwargs
     from llmatic.data import DigitsDataModule, batch_loader
     from llmatic.training import NetModule
 
@@ -181,9 +182,7 @@ def bench_lightning_vs_plain(args: argparse.Namespace, mach: dict[str, Any]) -> 
     cfg = compose(f"budget.epochs={epochs}")
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     optimizer_cfg = OmegaConf.to_container(cfg.module.optimizer, resolve=True)
-    ds = OmegaConf.to_container(cfg.dataset, resolve=True)
-    ds.pop("descriptor_bounds", None)
-    ds.pop("max_flops", None)
+    ds = datamodule_kwargs(cfg.dataset)
     ds.pop("_target_", None)
     dm = DigitsDataModule(**ds)
     dm.setup()

@@ -17,7 +17,8 @@ from llmatic.prompts import check_templates
 #: The resolved config saved in every run directory (read by ``resume``).
 CONFIG = "config.yaml"
 
-__all__ = ["CONFIG", "NB201_SHAPES", "ConfigError", "descriptor_bounds", "validate_config"]
+__all__ = ["CONFIG", "NB201_SHAPES", "ConfigError", "datamodule_kwargs", "descriptor_bounds",
+           "validate_config"]
 
 #: NAS-Bench-201 datasets -> (input shape, classes) (what prompts say about the task).
 NB201_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -32,6 +33,14 @@ def descriptor_bounds(cfg: DictConfig) -> dict:
     own = cfg.descriptors.get("bounds")
     source = own if own is not None else cfg.dataset.descriptor_bounds
     return OmegaConf.to_container(source, resolve=True)
+
+
+def datamodule_kwargs(dataset: DictConfig) -> dict:
+    """``dataset`` as the datamodule's arguments: without the keys the search reads itself."""
+    kwargs = OmegaConf.to_container(dataset, resolve=True)
+    for key in ("descriptor_bounds", "max_flops"):
+        kwargs.pop(key, None)
+    return kwargs
 
 
 # --------------------------------------------------------------------------------------

@@ -37,7 +37,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from llmatic.archives import ElitistPopulation, NetworkArchive, PromptArchive
-from llmatic.config import CONFIG, NB201_SHAPES, ConfigError, descriptor_bounds, validate_config
+from llmatic.config import (
+    CONFIG,
+    NB201_SHAPES,
+    ConfigError,
+    datamodule_kwargs,
+    descriptor_bounds,
+    validate_config,
+)
 from llmatic.descriptors import DescriptorSpace
 from llmatic.errors import RunDirectoryError
 from llmatic.extract import Extraction, extract_network
@@ -46,6 +53,7 @@ from llmatic.prompts import PromptBuilder
 from llmatic.sandbox import Sandbox, outcome_to_result
 from llmatic.seed import seed_network
 from llmatic.types import Completion, EvalResult, GenerationRequest, Operator, Status
+from llmatic.worker import too_large_error
 
 log = logging.getLogger("llmatic")
 
@@ -264,21 +272,6 @@ class Search:
         #: Networks submitted and not yet told: key -> (candidate id, future).
         self._running: dict[str, tuple[int, Future]] = {}
 
-    def _capped(self, result: EvalResult) -> EvalResult:
-        """``result``, or ``too_large`` when its measured FLOPs exceed ``dataset.max_flops``.
-
-        The worker stops such a network before training; this holds whatever the child did
-        (a network that timed out or crashed while too large is too large, on any machine).
-        """
-        cap = self.max_flops
-        if cap is None or result.flops is None or result.flops <= cap:
-            return result
-        return replace(result, status=Status.TOO_LARGE, fitness=None, val_accuracy=None,
-                       val_loss=None,
-                       error=f"{result.flops:,} FLOPs per input is above dataset.max_flops = "
-                             f"{cap:,}: measured, not trained (raise or null the cap to train "
-                             "it)")
-
     def _init_network(self, sandbox: Sandbox | None) -> None:
         """space=network: sandbox server(s), the dataset and the paper's seed network."""
         from hydra.utils import instantiate
@@ -297,10 +290,7 @@ class Search:
         )
         self.sandbox = getattr(self.evaluator, "sandbox", None)
         # Data first: a missing dataset must fail before the LLM loads or anything runs.
-        kwargs = OmegaConf.to_container(ds, resolve=True)
-        kwargs.pop("descriptor_bounds", None)
-        kwargs.pop("max_flops", None)
-        self.datamodule = instantiate(kwargs, _convert_="all")
+        self.datamodule = instantiate(datamodule_kwargs(ds), _convert_="all")
         self.datamodule.prepare_data()
         self.datamodule.setup()
         self.val_labels = self.datamodule.splits["y_val"]
@@ -651,7 +641,7 @@ class Search:
     def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
              generation: int) -> dict[str, Any]:
         """Update archives, curiosity and temperature from one result; return its record."""
-        result = self._capped(result)
+        result = capped(result, self.max_flops)
         state.status_counts[result.status.value] += 1
         added, measures, raw = False, None, None
         if result.status is Status.OK:
@@ -844,6 +834,18 @@ def exploration_metrics(mutations: Sequence[dict[str, Any]], instructions: int) 
         entropy = float(-(p * np.log(p)).sum() / math.log(instructions))
     return {"instruction_entropy": entropy,
             "distinct_temperatures": len({round(float(r["temperature"]), 6) for r in mutations})}
+
+
+def capped(result: EvalResult, cap: int | None) -> EvalResult:
+    """``result``, or ``too_large`` when its measured FLOPs exceed ``cap`` (dataset.max_flops).
+
+    The worker stops such a network before training; this holds whatever the child did
+    (a network that timed out or crashed while too large is too large, on any machine).
+    """
+    if cap is None or result.flops is None or result.flops <= cap:
+        return result
+    return replace(result, status=Status.TOO_LARGE, fitness=None, val_accuracy=None,
+                   val_loss=None, error=too_large_error(result.flops, cap))
 
 
 def _select_parent(pool: Any, rng: np.random.Generator, tournament: int) -> dict[str, Any]:

@@ -54,6 +54,12 @@ class CandidateFailure(Exception):
         self.status = status
 
 
+def too_large_error(flops: int, cap: int) -> str:
+    """Why a network above the compute cap was not trained."""
+    return (f"{flops:,} FLOPs per input is above dataset.max_flops = {cap:,}: measured, not "
+            "trained (raise the cap, or set it to null, to train it)")
+
+
 def _short_traceback(exc: BaseException, limit: int = 1500) -> str:
     """The exception and the innermost frames that belong to the candidate's file."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -431,10 +437,7 @@ def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None =
         save()  # partial result (not final): survives a crash during training
         cap = job.get("max_flops")
         if cap is not None and result["flops"] > int(cap):  # the search enforces it too
-            raise CandidateFailure(
-                Status.TOO_LARGE,
-                f"{result['flops']:,} FLOPs per input is above dataset.max_flops = "
-                f"{int(cap):,}: measured, not trained")
+            raise CandidateFailure(Status.TOO_LARGE, too_large_error(result["flops"], int(cap)))
 
         if int(job.get("epochs", 0)) <= 0 or not job.get("data_dir"):
             result["status"] = Status.OK.value

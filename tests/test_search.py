@@ -205,14 +205,12 @@ def test_one_network_one_fitness(smoke_run, tmp_path, shared_sandbox):
 def test_the_compute_cap_holds_whatever_the_child_reported():
     # A network above dataset.max_flops that timed out (or crashed) is too large on every
     # machine: the search decides from the measured FLOPs, not from the wall clock.
-    from types import SimpleNamespace
-
-    from llmatic.search import Search
+    from llmatic.search import capped
     from llmatic.types import EvalResult, Status
 
-    capped = SimpleNamespace(max_flops=1_000)
     slow = EvalResult(Status.TIMEOUT, flops=5_000, params=10, error="killed")
-    assert Search._capped(capped, slow).status is Status.TOO_LARGE
+    assert capped(slow, 1_000).status is Status.TOO_LARGE
+    assert "dataset.max_flops" in capped(slow, 1_000).error
     fit = EvalResult(Status.OK, fitness=0.9, val_accuracy=0.9, flops=900)
-    assert Search._capped(capped, fit) is fit
-    assert Search._capped(SimpleNamespace(max_flops=None), slow) is slow
+    assert capped(fit, 1_000) is fit
+    assert capped(slow, None) is slow
