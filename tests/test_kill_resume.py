@@ -56,20 +56,12 @@ def reference(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize(("kill_at_lines", "extra"), [
-    (1, ()), (9, ()),
-    # pipelined generations: the checkpoint also holds the next generation's plans
-    (9, ("pipeline_generations=true",)),
-])
-def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kill_at_lines,
-                                                       extra):
-    reference = reference(*extra)
-    run_dir = tmp_path / "run"
-    proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+def _kill_at(proc, run_dir, lines):
+    """SIGKILL ``proc`` once ``history.jsonl`` holds ``lines`` records."""
     history = run_dir / "history.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if history.exists() and history.read_text().count("\n") >= kill_at_lines:
+        if history.exists() and history.read_text().count("\n") >= lines:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
@@ -77,7 +69,21 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kil
     proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
 
-    resumed = _llmatic(f"resume={run_dir}", cwd=tmp_path)
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+
+@pytest.mark.parametrize(("kill_at_lines", "extra"), [
+    # killed early, resumed, the resumed run killed again mid-search, resumed again
+    ((1, 9), ()),
+    # pipelined generations: the checkpoint also holds the next generation's plans
+    ((9,), ("pipeline_generations=true",)),
+])
+def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kill_at_lines,
+                                                       extra):
+    reference = reference(*extra)
+    run_dir = tmp_path / "run"
+    proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    for lines in kill_at_lines:
+        _kill_at(proc, run_dir, lines)
+        proc = _llmatic(f"resume={run_dir}", cwd=tmp_path)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
     assert _strip(read_history(run_dir)) == _strip(read_history(reference))
     assert _archives(run_dir) == _archives(reference)
