@@ -112,7 +112,9 @@ def parameter_sizes(net: object) -> dict[int, int]:
         if not isinstance(params, dict):
             continue
         for p in dict.values(params):
-            if isinstance(p, torch.Tensor):
+            # A lazy layer that no forward has reached holds no weights yet (an LLM often
+            # declares a layer and never uses it): it counts as none, not as an error.
+            if isinstance(p, torch.Tensor) and not torch.nn.parameter.is_lazy(p):
                 sizes.setdefault(id(p), int(torch.Tensor.numel(p)))
     return sizes
 

@@ -57,7 +57,9 @@ class NetModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Build the configured optimizer (and per-step scheduler) over the parameters."""
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # Lazy layers the forward never reached hold no weights to optimise.
+        params = [p for p in self.parameters() if not torch.nn.parameter.is_lazy(p)]
+        optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}

@@ -482,7 +482,8 @@ def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None =
         result["train_loss"] = module.last_loss
         if world_size > 1:  # what each rank saw: the test of a real DDP run
             with torch.no_grad():
-                checksum = sum(float(p.double().sum()) for p in net.parameters())
+                checksum = sum(float(p.double().sum()) for p in net.parameters()
+                               if not torch.nn.parameter.is_lazy(p))
             result["ddp"] = {"global_rank": trainer.global_rank,
                              "world_size": trainer.world_size,
                              "train_batches": trainer.num_training_batches,

@@ -58,6 +58,17 @@ def test_valid_cnn_trains_well_above_chance(env):
     assert result.flops > 0 and result.width == 16 and result.depth == 4
 
 
+def test_a_declared_but_unused_lazy_layer_is_not_an_error(env):
+    """LLMs often declare a layer and never call it; a lazy one then has no weights yet.
+    It counts as no parameters and is left out of the optimizer (it was a runtime error)."""
+    code = CNN.replace("        self.head = nn.Linear(16 * 4 * 4, 10)\n",
+                       "        self.head = nn.Linear(16 * 4 * 4, 10)\n"
+                       "        self.spare = nn.LazyLinear(32)\n")
+    result, _ = run(env, code, epochs=1, name="unused_lazy")
+    assert result.status is Status.OK, result.error
+    assert result.params == 16 * 9 + 16 + 256 * 10 + 10
+
+
 def test_same_seed_gives_identical_fitness(env):
     a, _ = run(env, CNN, name="a")
     b, _ = run(env, CNN, name="b")
