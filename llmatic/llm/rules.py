@@ -2190,33 +2190,59 @@ def _crossover(source_a: str, source_b: str, ctx: _Ctx) -> str:
 
     When cold the cut is at the flatten (A's feature extractor, B's classifier head); when
     hot it may be any pair of shape-compatible places. Either parent may come first.
+    A splice that gives back one of the parents (two networks with the same head, cut at the
+    flatten) is not a child: the other cuts are tried in a random order, and when every one
+    gives a parent back the crossover says so instead of returning a copy.
     """
-    a, b = _load(source_a), _load(source_b)
-    if ctx.chance(0.5):
-        a, b = b, a
-    pairs = _cut_pairs(a, b)
-    if not pairs:
-        a, b = b, a
-        pairs = _cut_pairs(a, b)
-    if not pairs:
+    copies = {_render(_load(source_a)), _render(_load(source_b))}
+
+    def loaded(swap: bool) -> tuple[_Net, _Net, list[tuple[_Point, _Point]]]:
+        a, b = _load(source_a), _load(source_b)
+        if swap:
+            a, b = b, a
+        return a, b, _cut_pairs(a, b)
+
+    def child(swap: bool, choice: int | None) -> str:
+        a, b, pairs = loaded(swap)
+        if choice is None:  # the first try: the flatten cut when cold
+            la, lb = a.layout(), b.layout()
+            at_flatten = [
+                (pa, pb)
+                for pa, pb in pairs
+                if la.flatten is not None and lb.flatten is not None
+                and pa.index == la.flatten + 1 and pb.index == lb.flatten + 1
+            ]
+            if at_flatten and not ctx.chance(ctx.temperature / 2):
+                pa, pb = at_flatten[0]
+            else:
+                pa, pb = pairs[ctx.index(len(pairs))]
+        else:
+            pa, pb = pairs[choice]
+        _splice(a, b, pa, pb)
+        _prune(a)
+        if _needs_guard(a):
+            _ensure_guard(a)
+        _llm_fixes(a, ctx)
+        return _render(a)
+
+    swap = ctx.chance(0.5)
+    if not loaded(swap)[2]:
+        swap = not swap
+    if not loaded(swap)[2]:
         raise _NoEdit("crossover: the parents have no shape-compatible places to splice")
-    la, lb = a.layout(), b.layout()
-    at_flatten = [
-        (pa, pb)
-        for pa, pb in pairs
-        if la.flatten is not None and lb.flatten is not None
-        and pa.index == la.flatten + 1 and pb.index == lb.flatten + 1
-    ]
-    if at_flatten and not ctx.chance(ctx.temperature / 2):
-        pa, pb = at_flatten[0]
-    else:
-        pa, pb = pairs[ctx.index(len(pairs))]
-    _splice(a, b, pa, pb)
-    _prune(a)
-    if _needs_guard(a):
-        _ensure_guard(a)
-    _llm_fixes(a, ctx)
-    return _render(a)
+    result = child(swap, None)
+    if result not in copies:
+        return result
+    others = [(s, i) for s in (swap, not swap) for i in range(len(loaded(s)[2]))]
+    for k in ctx.rng.permutation(len(others))[:_CROSSOVER_RETRIES]:
+        result = child(*others[int(k)])
+        if result not in copies:
+            return result
+    raise _NoEdit("crossover: every shape-compatible splice gives back one of the parents")
+
+
+#: Further cuts a crossover tries when its first splice gives back a parent.
+_CROSSOVER_RETRIES = 24
 
 
 def _needs_guard(net: _Net) -> bool:

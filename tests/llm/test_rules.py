@@ -309,6 +309,39 @@ def test_crossover_combines_layers_from_both_parents():
     assert both >= 6
 
 
+def test_crossover_never_gives_back_a_parent():
+    """Two parents with the same head (a conv stack, then flatten -> fc1), cut at the flatten,
+    give back the first parent: 19 of 62 crossovers in four default searches were such
+    copies (each a wasted candidate). Now another cut is tried, or the crossover says so."""
+    from llmatic.search import source_key
+
+    shape = (1, 8, 8)
+    mutator = RuleBasedMutator(seed=0)
+    seed = seed_network(shape, NUM_CLASSES)
+    a = child(mutator, "Add convolutional layer", seed, temperature=0.1, seed=1)
+    b = child(mutator, "Add normalization layer", seed, temperature=0.1, seed=2)
+    b = child(mutator, "Add pooling layer", b, temperature=0.1, seed=3)
+    parents = {source_key(a), source_key(b)}
+    for s in range(16):
+        for t in (0.1, 0.9):
+            source = child(mutator, CROSSOVER, a, b, temperature=t, seed=s)
+            assert source_key(source) not in parents, (s, t)
+            assert build(source, shape).output.shape == (2, NUM_CLASSES)
+
+
+def test_a_crossover_whose_every_splice_is_a_parent_says_so(monkeypatch):
+    # Stand-ins: a splice that keeps the first parent and no head fixes, so that every cut
+    # gives a parent back (real parents where that holds are rare: the fixes change heads).
+    from llmatic.llm import rules
+
+    monkeypatch.setattr(rules, "_llm_fixes", lambda net, ctx, bottlenecks=True: [])
+    monkeypatch.setattr(rules, "_splice", lambda a, b, pa, pb: None)
+    seed = seed_network((1, 8, 8), NUM_CLASSES)
+    (same,) = RuleBasedMutator(seed=0).generate([request(CROSSOVER, seed, seed)])
+    assert same.text == ""
+    assert "every shape-compatible splice gives back one of the parents" in same.error
+
+
 def test_hot_crossover_of_two_chains_stays_valid():
     shape = (1, 8, 8)
     mutator = RuleBasedMutator(seed=1)
