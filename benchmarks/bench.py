@@ -27,7 +27,7 @@ with a ``reason``):
     process start-up excluded). Target >= 1.8 on 2 cores. ``details`` also has the ratio
     with ``pipeline_generations=true`` (loop seconds, workers 1 / workers 2).
 ``gpu_data_vs_dataloader``
-    DataLoader epoch time / ``llmatic.device_data.DeviceBatches`` epoch time on the GPU;
+    DataLoader epoch time / ``llmatic.train.device_data.DeviceBatches`` epoch time on the GPU;
     null without CUDA or without ``DeviceBatches``.
 ``hf_batched_vs_sequential``
     ``benchmarks/bench_llm.py``'s HF measurement (tiny random GPT-2, batch 8 vs batch 1).
@@ -175,8 +175,7 @@ def bench_lightning_vs_plain(args: argparse.Namespace, mach: dict[str, Any]) -> 
     from omegaconf import OmegaConf
 
     from llmatic.config import datamodule_kwargs
-    from llmatic.data import DigitsDataModule, batch_loader
-    from llmatic.training import NetModule
+    from llmatic.train import DigitsDataModule, NetModule, batch_loader
 
     epochs = args.epochs
     cfg = compose(f"budget.epochs={epochs}")
@@ -308,7 +307,7 @@ class Net(nn.Module):
 
 def bench_sandbox_start(args: argparse.Namespace, mach: dict[str, Any]) -> dict[str, Any]:
     """Median (Sandbox.run wall time - in-child stage timings) of a trivial job."""
-    from llmatic.policy import DEFAULT_ALLOWED_IMPORTS
+    from llmatic.extract import DEFAULT_ALLOWED_IMPORTS
     from llmatic.sandbox import Sandbox
 
     job = {
@@ -363,7 +362,7 @@ def bench_sandbox_start(args: argparse.Namespace, mach: dict[str, Any]) -> dict[
 # --------------------------------------------------------------------------------------
 def timed_search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Run one search with its own fresh sandbox; time the whole call and each generation."""
-    from llmatic import search as search_module
+    from llmatic.search import engine as search_module
     from llmatic.search import read_history, run_search
 
     cfg = compose(*overrides)
@@ -561,10 +560,10 @@ def bench_gpu_data(args: argparse.Namespace, mach: dict[str, Any]) -> dict[str, 
         return entry(key, None, unit=unit, description="GPU data path", mach=mach,
                      reason="no GPU (torch.cuda.is_available() is false)")
     try:
-        from llmatic.device_data import DeviceBatches
+        from llmatic.train import DeviceBatches
     except ImportError as exc:
         return entry(key, None, unit=unit, description="GPU data path", mach=mach,
-                     reason=f"llmatic.device_data.DeviceBatches not importable: {exc}")
+                     reason=f"llmatic.train.device_data.DeviceBatches not importable: {exc}")
     result = gpu_data_benchmark(DeviceBatches, n=args.gpu_images, epochs=args.gpu_epochs)
     return entry(key, result["ratio"], unit=unit,
                  description="one training epoch of a small CNN on synthetic CIFAR-10-shaped "
@@ -586,7 +585,7 @@ def _make_device_batches(cls: Any, x: Any, y: Any, batch_size: int, norm: dict[s
         if name in params:
             kwargs[name] = value
     if "dataset" in params:
-        from llmatic.data import BatchArrayDataset
+        from llmatic.train import BatchArrayDataset
 
         return cls(BatchArrayDataset(x, y, **norm), **kwargs)
     return cls(x, y, **kwargs)
@@ -599,7 +598,7 @@ def gpu_data_benchmark(device_batches_cls: Any | None, *, n: int = 50000, epochs
     import torch.nn.functional as F  # noqa: N812
     from torch import nn
 
-    from llmatic.data import BatchArrayDataset, batch_loader
+    from llmatic.train import BatchArrayDataset, batch_loader
 
     device = torch.device("cuda")
     rng = np.random.default_rng(0)

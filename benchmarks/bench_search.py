@@ -106,7 +106,7 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int,
         "test_accuracy": None,
     }
     if final:
-        from llmatic.final import final_evaluation
+        from llmatic.report import final_evaluation
 
         rows = final_evaluation(run_dir, top_k=final)
         accs = [r.get("test_accuracy") for r in rows if r.get("test_accuracy") is not None]

@@ -7,7 +7,7 @@
 # Steps (each under its own time limit; a failing step does not stop the others):
 #   1. nvidia-smi summary and torch's view of the GPU (fails at once without a GPU);
 #   2. data path on CIFAR-10-shaped synthetic data (random uint8 50000x3x32x32, nothing is
-#      downloaded): DataLoader (batch_loader) epoch vs llmatic.device_data.DeviceBatches
+#      downloaded): DataLoader (batch_loader) epoch vs llmatic.train.device_data.DeviceBatches
 #      (when importable);
 #   3. DDP one-GPU smoke: llmatic-evaluate with trainer=ddp when conf/trainer/ddp.yaml
 #      exists, else a Lightning Trainer(devices=1, strategy="ddp") fit of NetModule;
@@ -69,7 +69,7 @@ import json, sys
 sys.path.insert(0, "benchmarks")
 from bench import gpu_data_benchmark
 try:
-    from llmatic.device_data import DeviceBatches
+    from llmatic.train.device_data import DeviceBatches
 except ImportError as exc:
     DeviceBatches = None
     print(f"DeviceBatches not importable ({exc}): DataLoader path only", file=sys.stderr)
@@ -103,7 +103,7 @@ fi
 echo "== DDP one-GPU smoke"
 start=$(date +%s.%N)
 if [ -f conf/trainer/ddp.yaml ]; then
-    "$PY" -c 'from llmatic.seed import seed_network; print(seed_network((1, 8, 8), 10))' \
+    "$PY" -c 'from llmatic.plan.seed import seed_network; print(seed_network((1, 8, 8), 10))' \
         > "$TMP/seed_net.py"
     out=$(timeout 120 "$BIN/llmatic-evaluate" "$TMP/seed_net.py" trainer=ddp budget.epochs=1 \
           2>"$TMP/ddp.err")
@@ -123,8 +123,8 @@ import logging, tempfile
 import lightning as L
 import torch
 from torch import nn
-from llmatic.data import BatchArrayDataset, batch_loader
-from llmatic.training import NetModule
+from llmatic.train.data import BatchArrayDataset, batch_loader
+from llmatic.train.module import NetModule
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=g).numpy()

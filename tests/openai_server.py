@@ -694,7 +694,7 @@ def messy_network_answers(usable: bool | None = None) -> list[str]:
     """Realistic LLM answers for a network on 8x8 single-channel digits, 10 classes.
 
     The usable ones (first) each define a network that maps ``(B, 1, 8, 8)`` to ``(B, 10)``
-    once :func:`llmatic.extract.extract_network` has pulled it out: chat-style prose with
+    once :func:`llmatic.extract.network.extract_network` has pulled it out: chat-style prose with
     fenced code, a helper residual block before ``Net``, a repeated parent followed by the
     new ``Net``, a completion truncated after an earlier complete class, a trailing
     ``model = Net(); print(model)``, a CodeGen-style continuation without fences, a

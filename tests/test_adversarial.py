@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, compose_config
 
-from llmatic.policy import check_source
+from llmatic.extract import check_source
+from llmatic.plan import seed_network
 from llmatic.sandbox import Sandbox
-from llmatic.seed import seed_network
 from llmatic.types import Status
 
 TIMEOUT = 4.0

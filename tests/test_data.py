@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from llmatic.data import CIFAR10DataModule, DatasetError, DigitsDataModule, load_child_arrays
+from llmatic.errors import DatasetError
+from llmatic.train import CIFAR10DataModule, DigitsDataModule, load_child_arrays
 
 
 def write_fake_cifar(root, n_train=60, n_test=20, seed=0):

@@ -36,8 +36,7 @@ def train(out_dir: str) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import compose_config
 
-    from llmatic.device_data import DeviceBatches
-    from llmatic.training import NetModule
+    from llmatic.train import DeviceBatches, NetModule
 
     torch.set_num_threads(1)
     cfg = compose_config("trainer=ddp", "budget=smoke")

@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from llmatic.data import BatchArrayDataset
-from llmatic.device_data import DeviceBatches, ReferenceBatches, augment_one, crop_flip
+from llmatic.train import BatchArrayDataset, DeviceBatches, ReferenceBatches, augment_one, crop_flip
 
 NORM = {"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
 
@@ -123,7 +122,7 @@ def test_lightning_fit_accepts_device_batches():
     import lightning as L
     from torch import nn
 
-    from llmatic.training import NetModule
+    from llmatic.train import NetModule
 
     x, y = images(n=64, c=3, h=6, w=6, seed=2)
     y = (x.reshape(64, -1).mean(1) > x.mean()).astype(np.int64)  # learnable labels

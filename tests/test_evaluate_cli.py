@@ -28,7 +28,7 @@ class Net(nn.Module):
 
 def _evaluate(path, *overrides):
     proc = subprocess.run(
-        [sys.executable, "-m", "llmatic.evaluate_cli", str(path), *overrides],
+        [sys.executable, "-m", "llmatic.cli.evaluate", str(path), *overrides],
         capture_output=True, text=True, timeout=300,
     )
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}"
@@ -68,12 +68,12 @@ def test_syntax_error_is_reported_cleanly(tmp_path):
 
 
 def test_missing_file_and_bad_override_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(tmp_path / "x.py")],
+    proc = subprocess.run([sys.executable, "-m", "llmatic.cli.evaluate", str(tmp_path / "x.py")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no such file" in proc.stderr
     path = tmp_path / "n.py"
     path.write_text("x = 1\n")
-    proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(path),
+    proc = subprocess.run([sys.executable, "-m", "llmatic.cli.evaluate", str(path),
                            "operators.p_mutation=7"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "operators.p_mutation" in proc.stderr
 

@@ -57,7 +57,7 @@ def test_searches_in_one_process_share_one_server_that_dies_with_the_process(tmp
 import json, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import compose_config
-from llmatic import evaluators
+from llmatic.sandbox import evaluators
 from llmatic.search import read_history, run_search
 out = []
 for i in range(2):

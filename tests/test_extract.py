@@ -1,4 +1,4 @@
-"""Tests for llmatic.extract: completions written the way real models answer."""
+"""Tests for llmatic.extract.network: completions written the way real models answer."""
 
 from __future__ import annotations
 

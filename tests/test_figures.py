@@ -1,4 +1,5 @@
-"""llmatic.figures: real runs, numbers recomputed from history.jsonl, CI math, CLI, notebook."""
+"""llmatic.report.figures: real runs, numbers recomputed from history.jsonl, CI math, CLI,
+notebook."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, compose_config
 
-from llmatic import figures
+from llmatic.report import figures
 
 # Two seeds of the full method and one of an ablation: a group with a real interval and a
 # group whose interval collapses to its single seed. Each search takes ~30 s on 2 cores.
@@ -58,7 +59,7 @@ def metrics_of(run_dir: Path) -> list[dict]:
 
 
 def expected_series(run_dir: Path) -> dict[str, list[float]]:
-    """Recomputed here, without llmatic.figures, from the run's own files."""
+    """Recomputed here, without llmatic.report.figures, from the run's own files."""
     records, rows = history_of(run_dir), metrics_of(run_dir)
     last = max(int(r["generation"]) for r in rows)
     ok = [r for r in records if r["status"] == "ok"]
@@ -231,7 +232,7 @@ def test_series_groups_and_sweep_labels_on_hand_made_runs():
 def test_heatmaps_of_grid_archives_and_empty_prompt_archives(tmp_path):
     from types import SimpleNamespace
 
-    from llmatic.archives import NetworkArchive, PromptArchive
+    from llmatic.qd import NetworkArchive, PromptArchive
 
     network = NetworkArchive(kind="grid", dims=(4, 4))
     for i, (w2d, flops) in enumerate([(0.1, 0.2), (0.6, 0.9), (0.9, 0.4)]):

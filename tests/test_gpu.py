@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmatic.device_data import DeviceBatches, ReferenceBatches
-from llmatic.seed import seed_network
+from llmatic.plan import seed_network
+from llmatic.train import DeviceBatches, ReferenceBatches
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (CI machines have none)")
@@ -39,7 +39,7 @@ def _evaluate(tmp_path, *overrides, env=None):
     net = tmp_path / "net.py"
     net.write_text(seed_network((1, 8, 8), 10))
     proc = subprocess.run(
-        [sys.executable, "-m", "llmatic.evaluate_cli", str(net), "budget.epochs=3",
+        [sys.executable, "-m", "llmatic.cli.evaluate", str(net), "budget.epochs=3",
          *overrides],
         capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,9 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from llmatic.data import DigitsDataModule
-from llmatic.isolation import IsolationError, isolation_report, probe
-from llmatic.sandbox import Sandbox, outcome_to_result, server_environment
+from llmatic.sandbox import (
+    IsolationError,
+    Sandbox,
+    isolation_report,
+    outcome_to_result,
+    probe,
+    server_environment,
+)
+from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
 SECRET = "llmatic-test-secret-4711"
@@ -456,7 +462,7 @@ def test_report_names_every_layer_and_the_denied_data():
 
 
 def test_strict_refuses_to_start_naming_the_missing_layer(monkeypatch):
-    import llmatic.isolation as iso
+    import llmatic.sandbox.isolation as iso
 
     monkeypatch.setattr(iso, "landlock_abi", lambda: 0)
     with pytest.raises(IsolationError, match="landlock"):
@@ -485,8 +491,8 @@ def test_honest_network_still_trains_inside_every_layer(env):
 
 
 def test_evaluate_cli_isolation_report_names_the_layers(capsys):
-    from llmatic.evaluate_cli import main
-    from llmatic.isolation import LAYERS
+    from llmatic.cli.evaluate import main
+    from llmatic.sandbox import LAYERS
 
     assert main(["--isolation-report"]) == 0
     report = json.loads(capsys.readouterr().out)

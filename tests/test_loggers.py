@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from llmatic.loggers import CSVLogger, WandbLogger
+from llmatic.report import CSVLogger, WandbLogger
 
 
 def test_csv_logger_appends_and_truncates_on_resume(tmp_path):
@@ -37,7 +37,7 @@ def test_wandb_offline_writes_a_local_run(tmp_path, monkeypatch):
 def test_tensorboard_writes_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from llmatic.loggers import TensorBoardLogger
+    from llmatic.report import TensorBoardLogger
 
     log = TensorBoardLogger()
     log.start(tmp_path, {"seed": 0})

@@ -26,7 +26,7 @@ def test_random_landscape_is_keyed_and_its_optimum_is_not_the_priors(tmp_path):
 
 def test_cli_writes_a_random_landscape(tmp_path):
     out = tmp_path / "t.csv"
-    done = subprocess.run([sys.executable, "-m", "llmatic.nb201.cli", "synthetic", "--out",
+    done = subprocess.run([sys.executable, "-m", "llmatic.cli.nb201", "synthetic", "--out",
                            str(out), "--landscape", "random", "--key", "3"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -335,7 +335,7 @@ def test_paper_nb201_sweep_from_the_command_line_then_report(tmp_path, synthetic
     assert sum(hits) >= 4, hits  # "in most runs"
     assert minutes < 6
 
-    report = subprocess.run([sys.executable, "-m", "llmatic.nb201.cli", "report", str(sweep)],
+    report = subprocess.run([sys.executable, "-m", "llmatic.cli.nb201", "report", str(sweep)],
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
     for label in ("LLMatic (this sweep)", "REA (this sweep)", "Random search (this sweep)",
@@ -505,7 +505,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
 
 
 def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, capsys):
-    from llmatic.final import main as final_main
+    from llmatic.report.final import main as final_main
     from llmatic.search import run_search
 
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",

@@ -7,8 +7,7 @@ import ast
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from llmatic.prompts import PromptBuilder
-from llmatic.seed import seed_network
+from llmatic.plan import PromptBuilder, seed_network
 
 PARENT = {"solution": seed_network((1, 8, 8), 10), "objective": 0.42, "val_accuracy": 0.42,
           "params": 650, "flops": 704}

@@ -52,7 +52,7 @@ class Net(nn.Module):
 def test_default_recipe_trains_reference_networks(tmp_path, name, source):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
-    proc = subprocess.run([sys.executable, "-m", "llmatic.evaluate_cli", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "llmatic.cli.evaluate", str(path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

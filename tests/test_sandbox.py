@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmatic.data import DigitsDataModule
+from llmatic.plan import seed_network
 from llmatic.sandbox import Sandbox, outcome_to_result, score_logits
-from llmatic.seed import seed_network
+from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
 CNN = """

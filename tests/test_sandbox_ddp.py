@@ -17,8 +17,8 @@ import pytest
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from llmatic.data import DigitsDataModule
 from llmatic.sandbox import Sandbox, outcome_to_result, plan_ranks
+from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
 TIMEOUT = 8.0
@@ -187,7 +187,7 @@ def test_ddp_rank_count_follows_the_bound_gpus():
 
 
 def test_pool_binds_gpu_groups_to_slots(env):
-    from llmatic.evaluators import PoolEvaluator
+    from llmatic.sandbox import PoolEvaluator
 
     pool = PoolEvaluator(workers=3, gpus=[0, 1, 2, 3, 4], gpus_per_worker=2, sandbox=env[0])
     pool.start(timeout_s=TIMEOUT, memory_mb=1024, torch_threads=1)

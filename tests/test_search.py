@@ -44,7 +44,7 @@ def test_search_fills_both_archives_and_writes_the_run_directory(smoke_run):
 def test_curiosity_accumulates_and_spreads_to_the_adapted_temperature(smoke_run):
     """Replaying the history (paper increments; the adapted temperature's cell inherits the
     curiosity it came from) rebuilds the run's prompt archive exactly."""
-    from llmatic.archives import PromptArchive
+    from llmatic.qd import PromptArchive
 
     run_dir, _, cfg = smoke_run
     history = read_history(run_dir)
@@ -150,8 +150,8 @@ def test_refuses_to_overwrite_an_existing_run(smoke_run, shared_sandbox):
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from llmatic import search as search_module
     from llmatic.errors import RunDirectoryError
+    from llmatic.search import engine as search_module
     from llmatic.search import load_checkpoint, save_checkpoint
 
     state_path = tmp_path / "checkpoints" / "latest.pkl"

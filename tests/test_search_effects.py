@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import compose_config
 
-from llmatic.archives import PromptArchive
+from llmatic.qd import PromptArchive
 from llmatic.search import Plan, Search, read_history, run_search, source_key
 from llmatic.types import EvalResult, Operator, Status
 
@@ -150,8 +150,8 @@ def test_repeated_networks_are_not_queried_again(table, tmp_path):
 
 
 def test_parent_tournament_mutates_fitter_elites_and_one_is_the_papers_uniform_draw():
-    from llmatic.archives import NetworkArchive
-    from llmatic.search import _select_parent
+    from llmatic.qd import NetworkArchive
+    from llmatic.search.engine import _select_parent
 
     archive = NetworkArchive(kind="grid", dims=(4, 4))
     for i in range(16):  # one elite per cell, fitness i / 15

@@ -310,7 +310,7 @@ def read_cell(text: str) -> tuple[Arch | None, str | None, str | None]:
 
     Tried in order, the first reading wins: the whole text; its fenced code blocks (last
     first); the text from its first line of code on; the network class that
-    :func:`llmatic.extract.extract_network` finds after cleaning chat tokens and prose; the
+    :func:`llmatic.extract.network.extract_network` finds after cleaning chat tokens and prose; the
     last arch string in the text. Never raises for any text.
     """
     from llmatic.extract import extract_network

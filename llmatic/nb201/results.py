@@ -70,7 +70,7 @@ def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]
     """Summarise the search, run the configured baselines, write ``nb201.json``."""
     from llmatic.config import nb201_baselines
     from llmatic.nb201.baselines import random_search, regularized_evolution
-    from llmatic.search import _atomic_write_bytes, read_history
+    from llmatic.search.engine import _atomic_write_bytes, read_history
 
     cfg = search.cfg
     nb = cfg.nb201

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from llmatic.llm.rules import RuleBasedMutator, classify_instruction
-from llmatic.seed import seed_network
+from llmatic.plan import seed_network
 from llmatic.types import Completion, GenerationRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore:Lazy modules:UserWarning")

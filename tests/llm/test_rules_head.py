@@ -16,7 +16,7 @@ import yaml
 
 from llmatic.llm import rules
 from llmatic.llm.rules import RuleBasedMutator, classify_instruction
-from llmatic.seed import seed_network
+from llmatic.plan import seed_network
 from llmatic.types import GenerationRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore:Lazy modules:UserWarning")
@@ -345,10 +345,11 @@ def _stacked_norms(source: str) -> list[tuple[str, str]]:
     for name, module in model.named_children():
         kind = ("norm" if isinstance(module, norms) else
                 "skip" if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)) else "other")
-        module.register_forward_hook(lambda m, i, o, name=name, kind=kind: order.append((name, kind)))
+        module.register_forward_hook(
+            lambda m, i, o, name=name, kind=kind: order.append((name, kind)))
     model(torch.randn(4, *SHAPE))
     ops = [(n, k) for n, k in order if k != "skip"]
-    return [(a, b) for (a, ka), (b, kb) in zip(ops, ops[1:]) if ka == kb == "norm"]
+    return [(a, b) for (a, ka), (b, kb) in zip(ops, ops[1:], strict=False) if ka == kb == "norm"]
 
 
 @pytest.mark.parametrize("temperature", [0.2, 1.0])

@@ -36,7 +36,7 @@ def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[
         result = EvalResult(ext.status, error=ext.error)
         return {**result.to_dict(), "class_name": None, "file": str(path)}
     if cfg.sandbox.get("static_policy", True):  # rejected code costs no sandbox start-up
-        from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, policy_error
+        from llmatic.extract import DEFAULT_ALLOWED_IMPORTS, policy_error
 
         error = policy_error(ext.source,
                              cfg.sandbox.get("allowed_imports") or DEFAULT_ALLOWED_IMPORTS)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmatic.errors import ConfigError, DatasetError
 
     if args.isolation_report:
-        from llmatic.isolation import IsolationError, isolation_report
+        from llmatic.sandbox import IsolationError, isolation_report
 
         try:
             print(json.dumps(isolation_report(args.isolation_report), indent=1))

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.archives import ElitistPopulation, NetworkArchive, PromptArchive
 from llmatic.config import (
     CONFIG,
     NB201_SHAPES,
@@ -45,15 +44,13 @@ from llmatic.config import (
     descriptor_bounds,
     validate_config,
 )
-from llmatic.descriptors import DescriptorSpace
 from llmatic.errors import RunDirectoryError
-from llmatic.extract import Extraction, extract_network
-from llmatic.policy import DEFAULT_ALLOWED_IMPORTS, policy_error
-from llmatic.prompts import PromptBuilder
+from llmatic.extract import DEFAULT_ALLOWED_IMPORTS, Extraction, extract_network, policy_error
+from llmatic.plan import PromptBuilder, seed_network
+from llmatic.qd import DescriptorSpace, ElitistPopulation, NetworkArchive, PromptArchive
 from llmatic.sandbox import Sandbox, outcome_to_result
-from llmatic.seed import seed_network
+from llmatic.train import too_large_error
 from llmatic.types import Completion, EvalResult, GenerationRequest, Operator, Status
-from llmatic.worker import too_large_error
 
 log = logging.getLogger("llmatic")
 
@@ -880,7 +877,7 @@ def _build_evaluator(cfg: DictConfig, sandbox: Sandbox | None) -> Any:
     """Instantiate ``cfg.evaluator``; a lent sandbox server goes to local / pool evaluators."""
     from hydra.utils import instantiate
 
-    from llmatic.evaluators import PoolEvaluator
+    from llmatic.sandbox import PoolEvaluator
 
     if cfg.get("evaluator") is None:
         return PoolEvaluator(workers=int(cfg.sandbox.workers), sandbox=sandbox)
@@ -1177,7 +1174,7 @@ def _render_heatmaps(run_dir: Path) -> list[str]:
         import matplotlib
 
         matplotlib.use("Agg")
-        from llmatic.figures import load_run, plot_network_heatmap, plot_prompt_heatmap, save_figure
+        from llmatic.report import load_run, plot_network_heatmap, plot_prompt_heatmap, save_figure
 
         run = load_run(run_dir)
         paths = []

@@ -117,7 +117,7 @@ def width_and_depth(net: nn.Module) -> tuple[int, int]:
     Width is the largest ``out_channels`` / ``out_features`` / ``hidden_size`` of any
     layer; depth is the number of layer modules (at least 1).
     """
-    from llmatic.descriptors import module_tree, raw_attribute
+    from llmatic.qd import module_tree, raw_attribute
 
     width, depth = 0, 0
     for module in module_tree(net):  # raw walk: a candidate's overrides cannot lie

@@ -26,7 +26,7 @@ def final_evaluation(run_dir: str | Path, *, top_k: int = 5, epochs: int | None 
                      overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Retrain the ``top_k`` elites of ``run_dir``; return one row per elite, best first."""
     from llmatic.sandbox import outcome_to_result
-    from llmatic.search import Search, _clean_job_dir
+    from llmatic.search.engine import Search, _clean_job_dir
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():

@@ -1,6 +1,6 @@
 """The kernel boundary around every candidate: namespaces, Landlock, seccomp.
 
-``llmatic.sandbox`` forks one child per candidate from its pre-warmed server; this module
+``llmatic.sandbox.server`` forks one child per candidate from its pre-warmed server; this module
 turns that child into a box the candidate's code cannot leave, before any of that code
 runs. Everything here is inherited by every process the candidate starts.
 

@@ -31,7 +31,7 @@ once and reports the first failure as the candidate's; a timeout kills the whole
 Inside the child the candidate's imports are checked against ``sandbox.allowed_imports``
 and the functions training relies on are compared with a snapshot after every stage
 (``worker.TamperGuard``); the search process scores the returned logits itself. Before any of
-this, ``llmatic.policy`` rejects code statically.
+this, ``llmatic.extract.policy`` rejects code statically.
 
 Threat model. Protected: the search process and its results (code never runs there; fitness
 is computed there), other candidates (one process each), the file system outside the
@@ -67,8 +67,7 @@ from typing import Any
 import numpy as np
 
 from llmatic.config import JOINABLE_DDP
-from llmatic.types import EvalResult, Status
-from llmatic.worker import (
+from llmatic.train import (
     LOGITS_FILE,
     MEASURE_KEYS,
     MEASURES_FILE,
@@ -76,6 +75,7 @@ from llmatic.worker import (
     logits_file,
     result_file,
 )
+from llmatic.types import EvalResult, Status
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
@@ -246,7 +246,7 @@ def _child(job_dir: str, memory_mb: int | None, torch_threads: int, server: int,
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
         if rank_env:
             os.environ.update(rank_env)
-        from llmatic.worker import run_job
+        from llmatic.train import run_job
 
         job["torch_threads"] = torch_threads
         if rank_env:
@@ -403,13 +403,13 @@ def serve(isolation: str = "auto") -> None:
     import thop  # noqa: F401
     import torch  # noqa: F401
 
-    import llmatic.data  # noqa: F401
-    import llmatic.descriptors  # noqa: F401 - the measuring fork needs it
-    import llmatic.training  # noqa: F401
-    import llmatic.worker  # noqa: F401
-    from llmatic.isolation import IsolationError, probe
+    import llmatic.qd.descriptors  # noqa: F401 - the measuring fork needs it
+    import llmatic.train.data  # noqa: F401
+    import llmatic.train.module  # noqa: F401
+    import llmatic.train.worker  # noqa: F401
+    from llmatic.sandbox.isolation import IsolationError, probe
 
-    for name in sorted(llmatic.worker._NATIVE_LAZY):  # imported here, never in a candidate
+    for name in sorted(llmatic.train.worker._NATIVE_LAZY):  # imported here, never in a candidate
         with contextlib.suppress(ImportError), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy.core.* is numpy 1's name: deprecated
             importlib.import_module(name)
@@ -593,7 +593,7 @@ class Sandbox:
         self.timeout_s = float(timeout_s)
         self.memory_mb = None if memory_mb is None else int(memory_mb)
         self.torch_threads = max(1, int(torch_threads))
-        from llmatic.isolation import MODES, default_mode
+        from llmatic.sandbox.isolation import MODES, default_mode
 
         self.isolation = isolation or default_mode()
         if self.isolation not in MODES:
@@ -626,7 +626,7 @@ class Sandbox:
         env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                     "PYTHONWARNINGS": "ignore"})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "llmatic.sandbox", "--isolation", self.isolation],
+            [sys.executable, "-m", "llmatic.sandbox.server", "--isolation", self.isolation],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -641,14 +641,14 @@ class Sandbox:
             ready = self._proc.stdout.readline()
             if not ready:
                 raise RuntimeError(
-                    "the sandbox server failed to start; run `python -m llmatic.sandbox` to "
+                    "the sandbox server failed to start; run `python -m llmatic.sandbox.server` to "
                     "see why"
                 )
             hello = json.loads(ready)
             if not hello.get("ready"):
                 self._proc.wait(timeout=10)
                 self._proc = None
-                from llmatic.isolation import IsolationError
+                from llmatic.sandbox.isolation import IsolationError
 
                 raise IsolationError(hello.get("error", "the sandbox server refused to start"))
             self.isolation_report = hello.get("isolation")

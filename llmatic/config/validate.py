@@ -10,9 +10,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.descriptors import DescriptorSpace
 from llmatic.errors import ConfigError
-from llmatic.prompts import check_templates
+from llmatic.plan import check_templates
+from llmatic.qd import DescriptorSpace
 
 #: The resolved config saved in every run directory (read by ``resume``).
 CONFIG = "config.yaml"

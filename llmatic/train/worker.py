@@ -1,6 +1,6 @@
 """What runs inside a sandboxed child: build, check, measure and train one network.
 
-This module is imported by the pre-warmed sandbox server (``llmatic.sandbox``) and runs
+This module is imported by the pre-warmed sandbox server (``llmatic.sandbox.server``) and runs
 only in a forked child, never in the search process. :func:`run_job` turns a job
 (the candidate's source plus the fixed training recipe) into a result dict and a file of
 validation logits; the *search* process computes accuracy and loss from those logits with
@@ -85,7 +85,7 @@ def _classify(exc: BaseException, default: Status) -> CandidateFailure:
         return exc
     if _is_memory_error(exc):
         return CandidateFailure(Status.MEMORY_LIMIT, _short_traceback(exc))
-    from llmatic.training import NonFiniteLossError
+    from llmatic.train.module import NonFiniteLossError
 
     if isinstance(exc, NonFiniteLossError):
         return CandidateFailure(Status.NON_FINITE, str(exc))
@@ -251,8 +251,8 @@ def used_parameters(net: Any, example: Any) -> dict[int, int]:
 
 def _measure(net: Any, example: Any) -> dict[str, int]:
     """Parameters (registered or read by the forward), FLOPs, width and depth of ``net``."""
-    from llmatic.descriptors import parameter_sizes
-    from llmatic.training import width_and_depth
+    from llmatic.qd import parameter_sizes
+    from llmatic.train.module import width_and_depth
 
     sizes = {**used_parameters(net, example), **parameter_sizes(net)}
     width, depth = width_and_depth(net)
@@ -447,8 +447,8 @@ def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None =
         t = time.perf_counter()
         from hydra.utils import instantiate
 
-        from llmatic.data import batch_loader, load_child_arrays
-        from llmatic.training import NetModule
+        from llmatic.train.data import batch_loader, load_child_arrays
+        from llmatic.train.module import NetModule
 
         split = str(job.get("predict_split", "val"))
         train_set, val_inputs = load_child_arrays(job["data_dir"], split)
@@ -460,7 +460,7 @@ def run_job(job: dict[str, Any], workdir: Path, outputs: dict[str, int] | None =
                               default_root_dir=str(workdir / "scratch"))
         if str(job["trainer"].get("accelerator")) in ("gpu", "cuda") and train_set.x.ndim == 4:
             # GPU-resident data: uint8 images on the device, normalised per batch there.
-            from llmatic.device_data import DeviceBatches
+            from llmatic.train.device_data import DeviceBatches
 
             loader = DeviceBatches(
                 train_set.x, train_set.y, batch_size=int(job["batch_size"]),

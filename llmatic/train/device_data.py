@@ -7,7 +7,7 @@
 built on the device with no DataLoader and no worker processes: index the permutation, crop
 by a vectorised gather on uint8, flip with ``torch.where``, convert to float32 and
 normalise ``(x * scale - mean) / std`` per channel (the parameters of
-:class:`llmatic.data.BatchArrayDataset`).
+:class:`llmatic.train.data.BatchArrayDataset`).
 
 Drawing the randomness on the CPU makes a run's batches identical on CPU and GPU (only the
 per-batch arithmetic runs on the device), so the tests here check the device code exactly.
@@ -23,7 +23,7 @@ Augmentation semantics (both paths):
 * random horizontal flip with probability 1/2, applied after the crop.
 
 :class:`ReferenceBatches` is the slow reference: per-sample numpy (``np.pad``, slicing,
-``[..., ::-1]``) and :class:`~llmatic.data.BatchArrayDataset`'s normalisation, with its own
+``[..., ::-1]``) and :class:`~llmatic.train.data.BatchArrayDataset`'s normalisation, with its own
 numpy RNG, or replaying a :class:`DeviceBatches` epoch plan exactly.
 
 Lightning accepts a :class:`DeviceBatches` directly as ``train_dataloaders`` (any iterable
@@ -221,7 +221,7 @@ class ReferenceBatches:
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = True,
                  crop_pad: int = 0, flip: bool = False, seed: int = 0,
                  drop_last: bool = False, pad_mode: str = "reflect") -> None:
-        from llmatic.data import BatchArrayDataset
+        from llmatic.train.data import BatchArrayDataset
 
         self.x, self.y = np.asarray(x_uint8, dtype=np.uint8), np.asarray(y, dtype=np.int64)
         self.norm = BatchArrayDataset(self.x[:1], None, scale=scale, mean=list(mean),

@@ -1,0 +1,1 @@
+"""Console scripts other than the Hydra app: each a thin argparse over one function."""
