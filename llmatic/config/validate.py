@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from llmatic.errors import ConfigError
 from llmatic.plan import check_templates
 from llmatic.qd import DescriptorSpace
+from llmatic.sandbox import JOINABLE_DDP
 
 #: The resolved config saved in every run directory (read by ``resume``).
 CONFIG = "config.yaml"
@@ -169,9 +170,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 #: DDP strategies whose ranks the sandbox can start for Lightning to join (see sandbox.py).
-JOINABLE_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
-
-
 def _validate_ddp(cfg: DictConfig) -> None:
     """DDP settings the sandbox cannot run fail here, not at the first candidate."""
     trainer = cfg.get("trainer")

@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 
-from llmatic.config import JOINABLE_DDP
 from llmatic.train import (
     LOGITS_FILE,
     MEASURE_KEYS,
@@ -76,6 +75,9 @@ from llmatic.train import (
     result_file,
 )
 from llmatic.types import EvalResult, Status
+
+#: DDP strategies whose ranks the sandbox forks and joins itself (others launch processes).
+JOINABLE_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
