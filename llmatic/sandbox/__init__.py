@@ -8,7 +8,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "evaluators": ("PoolEvaluator",),
         "isolation": ("isolation_report", "IsolationError", "LAYERS", "probe"),
         "server": (
-            "JOINABLE_DDP", "outcome_to_result", "plan_ranks", "Sandbox", "score_logits", "server_environment",
+            "JOINABLE_DDP", "outcome_to_result", "plan_ranks", "Sandbox", "score_logits",
+            "server_environment",
         ),
     },
 )
