@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from llmatic.nb201.table import load_table, write_synthetic_table
+from llmatic.nb201.synthetic import write_synthetic_table
+from llmatic.nb201.table import load_table
 
 
 def test_random_landscape_is_keyed_and_its_optimum_is_not_the_priors(tmp_path):

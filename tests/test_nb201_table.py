@@ -11,7 +11,7 @@ from pathlib import Path
 import nb201_official as official
 import pytest
 
-from llmatic.nb201 import cli
+from llmatic.cli import nb201 as cli
 from llmatic.nb201.arch import (
     EDGES,
     NUM_ARCHS,
@@ -20,17 +20,11 @@ from llmatic.nb201.arch import (
     arch_string,
     parse_arch_string,
 )
-from llmatic.nb201.table import (
-    CSV_HEADER,
-    DATASETS,
-    BenchmarkTable,
-    Entry,
-    TableError,
-    _canonical_strings,
-    export_table,
-    load_table,
-    write_synthetic_table,
-)
+from llmatic.nb201.arch import canonical_strings as _canonical_strings
+from llmatic.nb201.official import export_table
+from llmatic.nb201.synthetic import write_synthetic_table
+from llmatic.nb201.table import BenchmarkTable, load_table
+from llmatic.nb201.tableformat import CSV_HEADER, DATASETS, Entry, TableError
 
 HEADER = ",".join(CSV_HEADER) + "\n"
 BEST = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"

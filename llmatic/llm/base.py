@@ -1,4 +1,4 @@
-"""The interface every code generator implements: batched ``generate``."""
+"""The interface every code generator implements (batched ``generate``), and shared helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,23 @@ import abc
 from collections.abc import Sequence
 
 from llmatic.types import Completion, GenerationRequest
+
+
+def mix_seeds(a: int, b: int, *, modulus: int) -> int:
+    """Combine two seeds into one in ``[0, modulus)``.
+
+    Backends accept different seed ranges, so each names its own ``modulus``: the same pair
+    of seeds mixes to different values under different moduli.
+
+    Args:
+        a: The generator's seed.
+        b: The request's seed.
+        modulus: One above the largest seed the backend accepts.
+
+    Returns:
+        ``(a * 1_000_003 + b) % modulus``.
+    """
+    return (a * 1_000_003 + b) % modulus
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

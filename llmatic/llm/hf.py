@@ -33,13 +33,15 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from llmatic.llm.base import CodeGenerator, cut_at_stop
+from llmatic.llm.base import CodeGenerator, cut_at_stop, mix_seeds
 from llmatic.types import Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
 
 #: Temperatures at or below this are clamped to it: sampling becomes (near-)greedy.
 MIN_TEMPERATURE = 1e-5
+#: Mixed seeds are reduced modulo this: ``torch.manual_seed`` takes any 63-bit value.
+TORCH_SEED_MODULUS = 2**63 - 1
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -353,7 +355,7 @@ class HFGenerator(CodeGenerator):
         )
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(_mix_seed(self.seed, chunk[0].seed))
+            torch.manual_seed(mix_seeds(self.seed, chunk[0].seed, modulus=TORCH_SEED_MODULUS))
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -424,11 +426,6 @@ def _hub_reachable(timeout_s: float = 5.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _mix_seed(a: int, b: int) -> int:
-    """Combine two seeds into one valid ``torch.manual_seed`` value."""
-    return (a * 1_000_003 + b) % (2**63 - 1)
 
 
 def _dtype_kwarg() -> str:

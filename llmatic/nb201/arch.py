@@ -91,3 +91,22 @@ def arch_index(ops: Sequence[str]) -> int:
     for op in ops:
         index = index * len(OPS) + OPS.index(op)
     return index
+
+
+def canonical_strings() -> dict[str, Arch]:
+    """Every cell's canonical arch string -> its ops, in :func:`all_archs` order.
+
+    Built once (~10 ms) and shared: callers must not modify the returned dict.
+    """
+    global _CANONICAL
+    if _CANONICAL is None:
+        _CANONICAL = {_ARCH_TEMPLATE.format(*ops): ops for ops in all_archs()}
+    return _CANONICAL
+
+
+# The benchmark's arch string as a format template over the 6 ops in EDGES order.
+_ARCH_TEMPLATE = "+".join(
+    "|" + "|".join(f"{{}}~{src}" for tgt, src in EDGES if tgt == target) + "|"
+    for target in (1, 2, 3)
+)
+_CANONICAL: dict[str, Arch] | None = None

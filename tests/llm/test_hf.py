@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 
-from llmatic.llm.base import CodeGenerator
-from llmatic.llm.hf import HFGenerator, RowTemperature, cut_at_stop
+from llmatic.llm.base import CodeGenerator, cut_at_stop
+from llmatic.llm.hf import HFGenerator, RowTemperature
 from llmatic.types import GenerationRequest
 
 # A prompt along whose greedy path the tiny model's top-1 token leads the runner-up by

@@ -1,81 +1,51 @@
-"""Any OpenAI-compatible HTTP endpoint as the code generator.
+"""The OpenAI-compatible generator: request grouping, concurrency, retries and start-up check.
 
-One backend serves every server that speaks the OpenAI REST API: a local vLLM
-(``vllm serve MODEL``), Ollama (``ollama serve``, base URL ``http://localhost:11434/v1``),
-the llama.cpp server (``llama-server -m model.gguf``), LM Studio, TGI's OpenAI route, and
-hosted APIs (OpenAI itself, Together, Fireworks, ...). It talks to them with the official
-``openai`` package, in one of two modes:
-
-* ``chat``: ``POST /v1/chat/completions`` with the request's chat ``messages`` (or its
-  prompt as a single user message), for instruction-tuned models;
-* ``completion``: ``POST /v1/completions`` with the raw prompt, for base code models that
-  continue the parent's code (the paper's CodeGen set-up).
-
-A call to :meth:`OpenAIGenerator.generate` sends its requests concurrently (at most
-``max_concurrency`` HTTP calls in flight) on an asyncio event loop and returns when all
-are answered. Identical requests (same prompt or messages, same temperature) are merged
-into one call with ``n=k`` choices, which a server answers with one prompt prefill.
-
-Failures never escape ``generate``: timeouts, connection errors, HTTP 429 and 5xx, malformed
-bodies and empty ``choices`` are retried with exponential backoff and full jitter (honouring
-``Retry-After``); other 4xx errors are not retried. A request that still has no text gets a
-:class:`~llmatic.types.Completion` whose ``error`` says why, and the search records it as
-``llm_error``.
+:class:`OpenAIGenerator` sends a batch of requests concurrently on its own event loop
+(:class:`~llmatic.llm.openai_backend.loop.LoopThread`), merges identical requests into one
+``n=k`` call, and retries each call with backoff; how a failure is classified lives in
+:mod:`llmatic.llm.openai_backend.errors`, how a response is read in
+:mod:`llmatic.llm.openai_backend.response`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import logging
 import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 
-from llmatic.llm.base import CodeGenerator, cut_at_stop
+from llmatic.llm.base import CodeGenerator, mix_seeds
+from llmatic.llm.openai_backend.errors import (
+    FatalError,
+    RetryableError,
+    cause,
+    classify,
+    describe_error,
+)
+from llmatic.llm.openai_backend.loop import LoopThread
+from llmatic.llm.openai_backend.response import MAX_STOP, parse_response, share
 from llmatic.types import Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-#: The OpenAI API accepts at most four stop sequences; extra ones are applied client-side.
-MAX_STOP = 4
 #: Choices requested in one call at most; bigger groups of identical requests are split
 #: (servers cap ``n``, and smaller calls spread over the concurrency slots).
 MAX_N = 16
 #: Timeout of the start-up probe (``GET /models``), in seconds.
 CHECK_TIMEOUT_S = 5.0
-#: Characters of a server's error message kept in a completion's ``error``.
-_MAX_ERROR_CHARS = 300
+#: Mixed seeds are reduced modulo this, so every server accepts them (llama.cpp takes 32 bits).
+SERVER_SEED_MODULUS = 2**31 - 1
 
 _MODES = ("chat", "completion")
-
-
-class _RetryableError(Exception):
-    """A failed attempt that is worth repeating (5xx, 429, timeout, malformed body...)."""
-
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-
-class _FatalError(Exception):
-    """A failed attempt that repeating cannot fix (400, 401, 404, a client-side bug)."""
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 @dataclass
@@ -204,7 +174,7 @@ class OpenAIGenerator(CodeGenerator):
         # The event loop (in its own thread), the async client and the semaphore are made
         # on first use: a generator that is built but never used starts no thread.
         self._lock = threading.Lock()
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         if check_endpoint:
@@ -237,7 +207,7 @@ class OpenAIGenerator(CodeGenerator):
             what = "timed out" if isinstance(e, openai.APITimeoutError) else "refused or failed"
             raise ValueError(
                 f"llm.base_url={url} is unreachable: GET {url}/models {what} "
-                f"({type(e).__name__}: {_cause(e)}). Start the server (e.g. `vllm serve "
+                f"({type(e).__name__}: {cause(e)}). Start the server (e.g. `vllm serve "
                 f"{self.model}`, `ollama serve`, or `llama-server -m MODEL.gguf`) or correct "
                 "llm.base_url (it must include the /v1 suffix, e.g. http://localhost:8000/v1)."
             ) from e
@@ -252,7 +222,7 @@ class OpenAIGenerator(CodeGenerator):
         except (openai.APIError, ValueError, TypeError) as e:
             # A 5xx or an odd body at start-up: the server answers, so go on and let the
             # retries of generate() deal with it.
-            log.warning("%s: GET /models failed (%s); continuing", self.name, _describe(e))
+            log.warning("%s: GET /models failed (%s); continuing", self.name, describe_error(e))
             return
         finally:
             client.close()
@@ -305,13 +275,13 @@ class OpenAIGenerator(CodeGenerator):
         try:
             loop.run(self._close_client(), timeout=10)
         except Exception as e:  # noqa: BLE001 - closing must not fail the caller's shutdown
-            log.debug("%s: closing the HTTP client failed: %s", self.name, _describe(e))
+            log.debug("%s: closing the HTTP client failed: %s", self.name, describe_error(e))
         loop.stop()
 
-    def _loop_thread(self) -> _LoopThread:
+    def _loop_thread(self) -> LoopThread:
         """The generator's event loop; a new one after a fork (threads do not survive it)."""
         if self._loop is None or not self._loop.alive:
-            self._loop = _LoopThread(f"openai-{self.model}")
+            self._loop = LoopThread(f"openai-{self.model}")
             self._client = None
             self._semaphore = None
             # A generator dropped without close() must not leave its thread behind.
@@ -319,11 +289,13 @@ class OpenAIGenerator(CodeGenerator):
         return self._loop
 
     async def _close_client(self) -> None:
+        """Close the async client, on the loop it belongs to."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()
 
     async def _generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """Answer ``requests`` on the generator's loop: one task per group of identical ones."""
         results: list[Completion | None] = [None] * len(requests)
         # Made here, on the loop that uses them, and kept: the client's connection pool
         # keeps connections alive from one generation to the next, and one semaphore
@@ -370,6 +342,7 @@ class OpenAIGenerator(CodeGenerator):
         return out
 
     def _key(self, r: GenerationRequest) -> Any:
+        """What makes two requests identical: their prompt (or messages) and temperature."""
         if self.mode == "chat" and r.messages:
             body: Any = tuple(tuple(sorted(m.items())) for m in r.messages)
         else:
@@ -391,8 +364,8 @@ class OpenAIGenerator(CodeGenerator):
         for slot, i in enumerate(indices[:k]):
             results[i] = Completion(
                 text=call.texts[slot],
-                prompt_tokens=_share(call.prompt_tokens, k, slot),
-                completion_tokens=_share(call.completion_tokens, k, slot),
+                prompt_tokens=share(call.prompt_tokens, k, slot),
+                completion_tokens=share(call.completion_tokens, k, slot),
                 seconds=call.seconds / k,
                 attempts=call.attempts,
             )
@@ -412,10 +385,44 @@ class OpenAIGenerator(CodeGenerator):
         # request: ask for the rest one at a time, each with its own seed so that a
         # deterministic server does not repeat itself.
         log.debug("%s: asked for %d choices, got %d (%s)", self.name, len(indices), k, call.error)
+        await self._run_singly(client, semaphore, requests, missing, results, call.attempts)
+        if n_rejected and any(results[i].ok for i in missing):  # type: ignore[union-attr]
+            # The same request went through with n=1: n itself was the problem (a genuinely
+            # bad request, e.g. one too long for the context, would have failed again).
+            if self._grouping:
+                log.warning(
+                    "%s: the server rejected n=%d (%s) but accepts n=1: sending requests "
+                    "one at a time from now on",
+                    self.name,
+                    len(indices),
+                    call.error,
+                )
+            self._grouping = False
+
+    async def _run_singly(
+        self,
+        client: openai.AsyncOpenAI,
+        semaphore: asyncio.Semaphore,
+        requests: list[GenerationRequest],
+        indices: list[int],
+        results: list[Completion | None],
+        prior_attempts: int,
+    ) -> None:
+        """Answer each of ``indices`` with its own ``n=1`` call, concurrently.
+
+        Args:
+            client: The async client.
+            semaphore: Bounds the HTTP calls in flight.
+            requests: All requests of the generation.
+            indices: The requests to answer.
+            results: Filled in at ``indices``.
+            prior_attempts: HTTP calls already spent on these requests (the grouped call),
+                added to each completion's ``attempts``.
+        """
 
         async def single(i: int) -> None:
             one = await self._call_with_retries(client, semaphore, requests[i], 1)
-            attempts = call.attempts + one.attempts
+            attempts = prior_attempts + one.attempts
             if one.texts:
                 results[i] = Completion(
                     text=one.texts[0],
@@ -432,19 +439,7 @@ class OpenAIGenerator(CodeGenerator):
                     attempts=attempts,
                 )
 
-        await asyncio.gather(*(single(i) for i in missing))
-        if n_rejected and any(results[i].ok for i in missing):  # type: ignore[union-attr]
-            # The same request went through with n=1: n itself was the problem (a genuinely
-            # bad request, e.g. one too long for the context, would have failed again).
-            if self._grouping:
-                log.warning(
-                    "%s: the server rejected n=%d (%s) but accepts n=1: sending requests "
-                    "one at a time from now on",
-                    self.name,
-                    len(indices),
-                    call.error,
-                )
-            self._grouping = False
+        await asyncio.gather(*(single(i) for i in indices))
 
     async def _call_with_retries(
         self,
@@ -472,7 +467,7 @@ class OpenAIGenerator(CodeGenerator):
                     seconds=time.perf_counter() - t0,
                     attempts=attempts,
                 )
-            except _FatalError as e:
+            except FatalError as e:
                 return _CallResult(
                     texts=[],
                     prompt_tokens=0,
@@ -482,7 +477,7 @@ class OpenAIGenerator(CodeGenerator):
                     error=f"{e.reason} (not retried)",
                     fatal_status=e.status,
                 )
-            except _RetryableError as e:
+            except RetryableError as e:
                 reason = e.reason
                 retry_after = e.retry_after_s
             if attempt < self.max_retries:
@@ -519,8 +514,8 @@ class OpenAIGenerator(CodeGenerator):
         """One HTTP call; return the choices' texts and (prompt, completion) token counts.
 
         Raises:
-            _RetryableError: On a failure that a retry may fix.
-            _FatalError: On a failure that it cannot.
+            RetryableError: On a failure that a retry may fix.
+            FatalError: On a failure that it cannot.
 
         """
         kwargs: dict[str, Any] = {
@@ -528,7 +523,7 @@ class OpenAIGenerator(CodeGenerator):
             "temperature": float(request.temperature),
             "top_p": self.top_p,
             "max_tokens": self.max_new_tokens,
-            "seed": _mix_seed(self.seed, request.seed),
+            "seed": mix_seeds(self.seed, request.seed, modulus=SERVER_SEED_MODULUS),
             "n": n,
         }
         if self.stop:
@@ -545,200 +540,6 @@ class OpenAIGenerator(CodeGenerator):
                 response: Any = await client.chat.completions.create(messages=messages, **kwargs)
             else:
                 response = await client.completions.create(prompt=request.prompt, **kwargs)
-        except openai.APITimeoutError as e:
-            raise _RetryableError(f"timeout after {self.timeout_s:g} s") from e
-        except openai.APIConnectionError as e:
-            raise _RetryableError(f"connection error ({_cause(e)})") from e
-        except openai.APIStatusError as e:
-            status = e.status_code
-            reason = f"HTTP {status}: {_short(_status_message(e))}"
-            if status == 429 or status == 408 or status >= 500:
-                retry_after = _retry_after_s(e.response) if status in (429, 503) else None
-                raise _RetryableError(f"HTTP {status}", retry_after) from e
-            raise _FatalError(reason, status) from e
-        except openai.APIResponseValidationError as e:
-            raise _RetryableError(f"malformed response ({_short(str(e))})") from e
-        except ValueError as e:
-            # json.JSONDecodeError (a ValueError) from a body that is not valid JSON.
-            raise _RetryableError(f"malformed JSON body ({_short(str(e))})") from e
-        except openai.OpenAIError as e:
-            raise _FatalError(_describe(e)) from e
-        return self._parse(response)
-
-    def _parse(self, response: Any) -> tuple[list[str], tuple[int, int]]:
-        """Texts and token counts of a parsed response; malformed ones are retryable."""
-        if isinstance(response, str | bytes):
-            # The client returns the raw body when the server did not label it JSON.
-            raise _RetryableError(f"malformed response (not JSON): {_short(str(response))}")
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list):
-            raise _RetryableError("malformed response: no 'choices' list")
-        if not choices:
-            raise _RetryableError("empty 'choices' in the response")
-        # Servers answer n>1 in any order; 'index' says which choice is which.
-        ordered = sorted(
-            enumerate(choices),
-            key=lambda p: (
-                getattr(p[1], "index", None)
-                if isinstance(getattr(p[1], "index", None), int)
-                else p[0]
-            ),
-        )
-        texts = []
-        for _, choice in ordered:
-            text = self._choice_text(choice)
-            if text is None:
-                raise _RetryableError("malformed response: a choice without text")
-            texts.append(cut_at_stop(text, self.stop) if len(self.stop) > MAX_STOP else text)
-        usage = getattr(response, "usage", None)
-        prompt_tokens = _as_int(getattr(usage, "prompt_tokens", 0))
-        completion_tokens = _as_int(getattr(usage, "completion_tokens", 0))
-        return texts, (prompt_tokens, completion_tokens)
-
-    def _choice_text(self, choice: Any) -> str | None:
-        if self.mode == "chat":
-            message = getattr(choice, "message", None)
-            if message is None:
-                return None
-            content = getattr(message, "content", None)
-            # A refusal or a tool call has no content: an empty answer, not a bad body.
-            return content if isinstance(content, str) else ("" if content is None else None)
-        text = getattr(choice, "text", None)
-        return text if isinstance(text, str) else None
-
-
-# ------------------------------------------------------------------------------ helpers
-class _LoopThread:
-    """An asyncio event loop that runs forever in a daemon thread.
-
-    ``generate`` is synchronous, but its HTTP calls are concurrent coroutines. Running them
-    on one long-lived loop (rather than ``asyncio.run`` per call) lets the async client and
-    its keep-alive connections live across calls (an async client is bound to the loop it
-    first ran on), and works from any calling thread, even one whose own loop is running.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    @property
-    def alive(self) -> bool:
-        """Whether the loop still runs here (after a fork, the child has no loop thread)."""
-        return self.pid == os.getpid() and self.thread.is_alive()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result.
-
-        Raises:
-            BaseException: Whatever the coroutine raised; on an interrupt of the caller
-                (Ctrl-C), the coroutine is cancelled before the interrupt propagates.
-
-        """
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError("generate() called from inside the generator's own event loop")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except BaseException:
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        """Cancel what still runs, stop the loop, join the thread, close it (idempotent).
-
-        Cancelling first resolves the futures that other threads wait on in :meth:`run`
-        (a ``generate`` racing with ``close``), so nobody waits forever on a stopped loop.
-        """
-        if not self.alive or self.loop.is_closed():
-            return
-        if threading.current_thread() is self.thread:
-            self.loop.stop()  # e.g. a finalizer run on this thread: it cannot join itself
-            return
-
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(5)
-        except Exception as e:  # noqa: BLE001 - stopping goes on regardless
-            log.debug("cancelling the loop's tasks failed: %s", _describe(e))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-def _retry_after_s(response: Any) -> float | None:
-    """The server's ``Retry-After`` (or ``retry-after-ms``) in seconds, or None."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # an HTTP date
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _status_message(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    return str(e.message)
-
-
-def _describe(e: BaseException) -> str:
-    return f"{type(e).__name__}: {_short(str(e))}"
-
-
-def _cause(e: BaseException) -> str:
-    """The underlying reason of a connection error (the client's own message is generic)."""
-    inner = e.__cause__ or e.__context__
-    return _short(str(inner) or type(inner).__name__) if inner is not None else _short(str(e))
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
-
-
-def _share(total: int, k: int, slot: int) -> int:
-    """Slot ``slot`` of ``total`` split evenly over ``k`` (the shares sum to ``total``)."""
-    base, extra = divmod(max(0, total), k)
-    return base + (1 if slot < extra else 0)
-
-
-def _as_int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _mix_seed(a: int, b: int) -> int:
-    """Combine two seeds into one that every server accepts (llama.cpp takes 32 bits)."""
-    return (a * 1_000_003 + b) % (2**31 - 1)
+        except (openai.OpenAIError, ValueError) as e:
+            raise classify(e, self.timeout_s) from e
+        return parse_response(response, self.mode, self.stop)
