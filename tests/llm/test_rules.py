@@ -332,7 +332,7 @@ def test_crossover_never_gives_back_a_parent():
 def test_a_crossover_whose_every_splice_is_a_parent_says_so(monkeypatch):
     # Stand-ins: a splice that keeps the first parent and no head fixes, so that every cut
     # gives a parent back (real parents where that holds are rare: the fixes change heads).
-    from llmatic.llm import rules
+    from llmatic.llm.rules import crossover as rules
 
     monkeypatch.setattr(rules, "_llm_fixes", lambda net, ctx, bottlenecks=True: [])
     monkeypatch.setattr(rules, "_splice", lambda a, b, pa, pb: None)
