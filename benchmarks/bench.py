@@ -362,8 +362,9 @@ def bench_sandbox_start(args: argparse.Namespace, mach: dict[str, Any]) -> dict[
 # --------------------------------------------------------------------------------------
 def timed_search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Run one search with its own fresh sandbox; time the whole call and each generation."""
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
     from llmatic.search import engine as search_module
-    from llmatic.search import read_history, run_search
 
     cfg = compose(*overrides)
     gen_times: list[float] = []
@@ -527,8 +528,8 @@ def bench_searches(args: argparse.Namespace, mach: dict[str, Any]
 
 def bench_nb201(args: argparse.Namespace, mach: dict[str, Any]) -> dict[str, Any]:
     """The nb201 search's evaluation rate, excluding generator time."""
+    from llmatic.config import run_search
     from llmatic.nb201.table import write_synthetic_table
-    from llmatic.search import run_search
 
     with tempfile.TemporaryDirectory(prefix="bench_nb201_") as tmp:
         table = Path(tmp) / "synthetic.csv"

@@ -78,7 +78,8 @@ def ci95(values: list[float]) -> tuple[float | None, float | None]:
 def one_run(ablation: str, seed: int, root: Path, sandbox, final: int,
             overrides: tuple[str, ...] = ()) -> dict:
     """One search; the numbers the table compares."""
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     run_dir = root / ablation / str(seed)
     cfg = compose(f"ablation={ablation}", f"seed={seed}", *overrides)
@@ -168,10 +169,11 @@ def nb201(seeds: int, tmp: Path) -> dict:
 
 
 def _nb201(seeds: int, tmp: Path, landscape: str) -> dict:
+    from llmatic.config import run_search
     from llmatic.nb201.arch import parse_arch_string
     from llmatic.nb201.baselines import random_search, regularized_evolution
     from llmatic.nb201.table import load_table, write_synthetic_table
-    from llmatic.search import read_history, run_search
+    from llmatic.rundir import read_history
 
     out = {"llmatic": [], "random": [], "rea": []}
     thresholds = []

@@ -61,7 +61,7 @@ def shared_sandbox():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     """One real end-to-end search with llm=rules on digits, shared by several tests."""
-    from llmatic.search import run_search
+    from llmatic.config import run_search
 
     run_dir = tmp_path_factory.mktemp("smoke_run")
     cfg = compose_config(*SMOKE, "budget.generations=3")

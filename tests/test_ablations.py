@@ -7,7 +7,8 @@ import pickle
 import pytest
 from conftest import SMOKE, compose_config
 
-from llmatic.search import read_history, run_search
+from llmatic.config import run_search
+from llmatic.rundir import read_history
 
 FAST = (*SMOKE, "budget.warmup_networks=2", "budget.warmup_prompts=2", "budget.generations=2")
 

@@ -42,12 +42,12 @@ class Net(nn.Module):
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     """The search's own evaluation path (policy off: the sandbox alone), short timeout."""
-    from llmatic.search import Search
+    from llmatic.config import build_search
 
     cfg = compose_config(*SMOKE, "sandbox.static_policy=false", f"sandbox.timeout_s={TIMEOUT}",
                          "sandbox.memory_mb=1024", "budget.epochs=1")
     box = Sandbox(timeout_s=TIMEOUT, memory_mb=1024)
-    s = Search(cfg, tmp_path_factory.mktemp("adversarial"), sandbox=box)
+    s = build_search(cfg, tmp_path_factory.mktemp("adversarial"), sandbox=box)
     box._ensure_server()  # time the candidates, not the server's imports
     yield s
     box.close()
@@ -79,7 +79,7 @@ def evaluate(search, code, cid=[0]):  # noqa: B006 - a counter across calls
     started = time.perf_counter()
     result = search.evaluate(code, "Net", cid[0])
     seconds = time.perf_counter() - started
-    server = search.evaluator.sandbox._proc.pid
+    server = search.space.evaluator.sandbox._proc.pid
     deadline = time.time() + 3
     while children_of(server) and time.time() < deadline:  # the server reaps within ms
         time.sleep(0.05)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, compose_config
 
-from llmatic.search import read_history, run_search
+from llmatic.config import run_search
+from llmatic.rundir import read_history
 
 ARGS = (*SMOKE, "budget.generations=2", "budget.candidates_per_generation=5", "seed=3")
 
@@ -58,7 +59,8 @@ import json, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import compose_config
 from llmatic.sandbox import evaluators
-from llmatic.search import read_history, run_search
+from llmatic.config import run_search
+from llmatic.rundir import read_history
 out = []
 for i in range(2):
     t = time.perf_counter()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, compose_config
 
+from llmatic.cli import figures as figures_cli
 from llmatic.report import figures
 
 # Two seeds of the full method and one of an ablation: a group with a real interval and a
@@ -26,7 +27,7 @@ T_975 = {1: 12.706204736174705, 2: 4.302652729911275}  # t quantiles, from table
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def multirun(tmp_path_factory: pytest.TempPathFactory, shared_sandbox) -> Path:
-    from llmatic.search import run_search
+    from llmatic.config import run_search
 
     root = tmp_path_factory.mktemp("figures_runs")
     sweep = root / "multirun" / "2026-01-01" / "12-00-00"
@@ -41,7 +42,7 @@ def multirun(tmp_path_factory: pytest.TempPathFactory, shared_sandbox) -> Path:
 @pytest.fixture(scope="session")
 def cli_out(multirun: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("figures_out")
-    assert figures.main([str(multirun), "--out", str(out)]) == 0
+    assert figures_cli.main([str(multirun), "--out", str(out)]) == 0
     return out
 
 
@@ -273,11 +274,11 @@ def test_write_data_is_strict_json(tmp_path):
 # --------------------------------------------------------------------------------------
 def test_no_runs_is_exit_code_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert figures.main([str(tmp_path / "empty")]) == 2
+    assert figures_cli.main([str(tmp_path / "empty")]) == 2
     assert "no run directories" in capsys.readouterr().err
-    assert figures.main([str(tmp_path / "missing")]) == 2
+    assert figures_cli.main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert figures.main([]) == 2
+    assert figures_cli.main([]) == 2
 
 
 class FakeRemoteRun:
@@ -317,7 +318,7 @@ def test_wandb_runs_become_curves_from_generation_1():
 def test_wandb_unreachable_is_a_clear_error():
     with pytest.raises(figures.FiguresError, match="could not read runs of W&B project"):
         figures.load_wandb_runs("me/llmatic", api=FakeApi(fail=True))
-    assert figures.main(["--wandb", "no-slash"]) == 2
+    assert figures_cli.main(["--wandb", "no-slash"]) == 2
 
 
 # --------------------------------------------------------------------------------------

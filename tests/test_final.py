@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
+from llmatic.cli.final import main
 from llmatic.report import final_evaluation
-from llmatic.report.final import main
 
 
 def test_final_evaluation_reports_test_accuracy(smoke_run):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from llmatic.search import read_history
+from llmatic.rundir import read_history
 
 ARGS = ("budget=smoke", "budget.generations=3", "budget.candidates_per_generation=5",
         "seed=7")

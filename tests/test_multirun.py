@@ -31,7 +31,7 @@ def test_multirun_with_wandb_offline_then_figures(tmp_path):
         assert (run / "figures" / "network_heatmap.png").exists()
 
     out = tmp_path / "figures"
-    fig = subprocess.run([sys.executable, "-m", "llmatic.report.figures", str(sweep),
+    fig = subprocess.run([sys.executable, "-m", "llmatic.cli.figures", str(sweep),
                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert fig.returncode == 0, fig.stderr[-3000:]
     data = json.loads((out / "figures_data.json").read_text())

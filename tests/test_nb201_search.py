@@ -233,8 +233,9 @@ def synthetic_csv(tmp_path_factory):
 
 
 def test_nb201_search_finds_top_cells_and_reports_baselines(tmp_path, synthetic_csv):
+    from llmatic.config import run_search
     from llmatic.nb201.table import load_table
-    from llmatic.search import read_history, run_search
+    from llmatic.rundir import read_history
 
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
                          "budget.generations=6", "seed=3")
@@ -354,7 +355,8 @@ def test_nb201_search_with_an_llm_server_reads_messy_answers(tmp_path, synthetic
     """llm=openai against a local OpenAI-compatible server answering like real chat models."""
     from openai_server import FakeOpenAIServer, cycling_responder
 
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     good = ("nor_conv_3x3", "skip_connect", "nor_conv_3x3", "skip_connect", "nor_conv_1x1",
             "nor_conv_3x3")
@@ -396,7 +398,8 @@ def test_nb201_search_with_an_llm_server_reads_messy_answers(tmp_path, synthetic
 
 
 def test_nb201_resume_continues_exactly(tmp_path, synthetic_csv):
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.dataset=cifar100",
             "budget.candidates_per_generation=40")
@@ -466,8 +469,7 @@ def test_table_path_is_saved_absolute_and_a_partial_table_must_hold_the_seed(
 
     from omegaconf import OmegaConf
 
-    from llmatic.config import ConfigError
-    from llmatic.search import run_search
+    from llmatic.config import ConfigError, run_search
 
     shutil.copy(synthetic_csv, tmp_path / "t.csv")
     monkeypatch.chdir(tmp_path)
@@ -486,7 +488,8 @@ def test_table_path_is_saved_absolute_and_a_partial_table_must_hold_the_seed(
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path,
                                                                         synthetic_csv):
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "budget.generations=2",
             "budget.candidates_per_generation=10", "nb201.baselines=[]")
@@ -505,8 +508,8 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
 
 
 def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, capsys):
-    from llmatic.report.final import main as final_main
-    from llmatic.search import run_search
+    from llmatic.config import run_search
+    from llmatic.cli.final import main as final_main
 
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
                          "budget.generations=1", "budget.candidates_per_generation=5",
@@ -519,7 +522,8 @@ def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, 
 
 def test_pipelined_generations_are_deterministic_and_extend_exactly(tmp_path, synthetic_csv):
     """pipeline_generations=true: generation g+1 is planned before g is told (stale by one)."""
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.baselines=[]",
             "budget.candidates_per_generation=30", "pipeline_generations=true")

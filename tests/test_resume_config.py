@@ -7,8 +7,9 @@ from conftest import SMOKE, compose_config
 from omegaconf import OmegaConf
 
 from llmatic.__main__ import resume_config
+from llmatic.config import run_search
 from llmatic.errors import ConfigError
-from llmatic.search import read_history, run_search
+from llmatic.rundir import read_history
 
 
 def _saved(tmp_path, *overrides):

@@ -8,8 +8,9 @@ import pickle
 import pytest
 from conftest import SMOKE, compose_config
 
+from llmatic.config import run_search
 from llmatic.errors import ConfigError
-from llmatic.search import HISTORY, read_history, run_search
+from llmatic.rundir import HISTORY, read_history
 
 REQUIRED = {"generation", "operator", "instruction", "temperature", "parents", "status",
             "fitness", "val_accuracy", "params", "flops", "width_to_depth", "added", "timings"}
@@ -150,9 +151,9 @@ def test_refuses_to_overwrite_an_existing_run(smoke_run, shared_sandbox):
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
+    from llmatic import rundir
     from llmatic.errors import RunDirectoryError
-    from llmatic.search import engine as search_module
-    from llmatic.search import load_checkpoint, save_checkpoint
+    from llmatic.rundir import read_checkpoint, save_checkpoint
 
     state_path = tmp_path / "checkpoints" / "latest.pkl"
     from types import SimpleNamespace
@@ -170,26 +171,26 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
             return fh
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(search_module, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(rundir, "open", full_disk_open, raising=False)
     state.generation = 2
     with pytest.raises(RunDirectoryError, match="previous checkpoint .* is intact"):
         save_checkpoint(tmp_path, state)
     assert state_path.read_bytes() == before
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
-    assert load_checkpoint(tmp_path).generation == 1
+    assert read_checkpoint(tmp_path).generation == 1
 
 
 def test_one_network_one_fitness(smoke_run, tmp_path, shared_sandbox):
     """The training seed follows the normalised source, and a repeat is not trained again."""
-    from llmatic.search import Search
+    from llmatic.config import build_search
 
     run_dir, _, cfg = smoke_run
-    search = Search(cfg, tmp_path, sandbox=shared_sandbox)
+    search = build_search(cfg, tmp_path, sandbox=shared_sandbox)
     try:
-        src = search.seed_source
+        src = search.space.seed_source
         same = '"""The seed, reformatted."""\n' + src.replace("\n\n", "\n\n\n") + "\n# end\n"
-        seeds = [search._job(s, "Net", cid)["seed"] for s, cid in ((src, 1), (same, 2))]
-        other = search._job(src.replace("relu", "tanh", 1), "Net", 1)["seed"]
+        seeds = [search.space.job(s, "Net")["seed"] for s in (src, same)]
+        other = search.space.job(src.replace("relu", "tanh", 1), "Net")["seed"]
     finally:
         search.close()
     assert seeds[0] == seeds[1] != other  # before: the seed followed the candidate id

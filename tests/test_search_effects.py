@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import compose_config
 
+from llmatic.config import build_search, run_search
 from llmatic.qd import PromptArchive
-from llmatic.search import Plan, Search, read_history, run_search, source_key
+from llmatic.rundir import read_history
+from llmatic.search import Plan, source_key
 from llmatic.types import EvalResult, Operator, Status
 
 
@@ -113,7 +115,7 @@ def test_spread_inherits_curiosity_and_never_overwrites():
 def test_a_completion_without_a_network_lowers_its_prompts_curiosity(table, tmp_path, status):
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={table}",
                          "curiosity.no_network=-0.75")
-    search = Search(cfg, tmp_path)
+    search = build_search(cfg, tmp_path)
     try:
         state = search.new_state()
         state.prompt_archive.credit(4, 0.6, 1.0, True)
@@ -151,7 +153,7 @@ def test_repeated_networks_are_not_queried_again(table, tmp_path):
 
 def test_parent_tournament_mutates_fitter_elites_and_one_is_the_papers_uniform_draw():
     from llmatic.qd import NetworkArchive
-    from llmatic.search.engine import _select_parent
+    from llmatic.search import select_parent
 
     archive = NetworkArchive(kind="grid", dims=(4, 4))
     for i in range(16):  # one elite per cell, fitness i / 15
@@ -161,13 +163,13 @@ def test_parent_tournament_mutates_fitter_elites_and_one_is_the_papers_uniform_d
 
     def mean_fitness(k, n=3000):
         rng = np.random.default_rng(0)
-        return np.mean([float(_select_parent(archive, rng, k)["objective"]) for _ in range(n)])
+        return np.mean([float(select_parent(archive, rng, k)["objective"]) for _ in range(n)])
 
     for s in range(5):  # tournament 1 is the paper's draw, rng for rng
-        assert (_select_parent(archive, np.random.default_rng(s), 1)["candidate_id"]
+        assert (select_parent(archive, np.random.default_rng(s), 1)["candidate_id"]
                 == archive.sample(np.random.default_rng(s))["candidate_id"])
     assert abs(mean_fitness(1) - 0.5) < 0.03
     assert mean_fitness(2) > 0.6  # E[max of 2 uniform draws of 16] = 0.66
-    picks = {_select_parent(archive, np.random.default_rng(s), 2)["candidate_id"]
+    picks = {select_parent(archive, np.random.default_rng(s), 2)["candidate_id"]
              for s in range(400)}
     assert len(picks) >= 14  # every elite but the weakest keeps a chance

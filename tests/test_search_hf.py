@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from conftest import SMOKE, compose_config
 
-from llmatic.search import read_history, run_search
+from llmatic.config import run_search
+from llmatic.rundir import read_history
 
 
 def test_hf_search_on_a_random_tiny_model_completes(tiny_gpt2_dir, tmp_path, shared_sandbox):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from conftest import SMOKE, compose_config
 from openai_server import FakeOpenAIServer, RandomFaults, cycling_responder, messy_network_answers
 
+from llmatic.config import run_search
 from llmatic.extract import extract_network
-from llmatic.search import read_history, run_search
+from llmatic.rundir import read_history
 
 
 def _overrides(server, *extra):

@@ -12,49 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
-from llmatic.types import EvalResult, Status
-
-
-def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Evaluate the network in ``path`` with the search config plus ``overrides``."""
-    from hydra import compose, initialize_config_dir
-
-    from llmatic.__main__ import CONFIG_DIR
-    from llmatic.config import validate_config
-    from llmatic.extract import extract_network
-
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="search", overrides=list(overrides or []))
-    validate_config(cfg)
-    ext = extract_network(text)
-    if ext.status is not None:
-        result = EvalResult(ext.status, error=ext.error)
-        return {**result.to_dict(), "class_name": None, "file": str(path)}
-    if cfg.sandbox.get("static_policy", True):  # rejected code costs no sandbox start-up
-        from llmatic.extract import DEFAULT_ALLOWED_IMPORTS, policy_error
-
-        error = policy_error(ext.source,
-                             cfg.sandbox.get("allowed_imports") or DEFAULT_ALLOWED_IMPORTS)
-        if error is not None:
-            result = EvalResult(Status.FORBIDDEN, error=error)
-            return {**result.to_dict(), "class_name": ext.class_name, "file": str(path)}
-    with tempfile.TemporaryDirectory(prefix="llmatic-eval-") as tmp:
-        # The same code path as a search candidate, without an LLM.
-        cfg.llm = {"_target_": "llmatic.llm.base.NullGenerator"}
-        from llmatic.search import Search
-
-        search = Search(cfg, Path(tmp))
-        try:
-            result = search.evaluate(ext.source, ext.class_name, candidate_id=0)
-        finally:
-            search.close()
-    return {**result.to_dict(), "class_name": ext.class_name, "file": str(path),
-            "notes": list(ext.notes)}
+from llmatic.config import evaluate_file
 
 
 def main(argv: list[str] | None = None) -> int:

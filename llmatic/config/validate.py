@@ -11,22 +11,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from llmatic.errors import ConfigError
+from llmatic.nb201.space import NB201_SHAPES
 from llmatic.plan import check_templates
 from llmatic.qd import DescriptorSpace
 from llmatic.sandbox import JOINABLE_DDP
 
-#: The resolved config saved in every run directory (read by ``resume``).
-CONFIG = "config.yaml"
+__all__ = ["ConfigError", "datamodule_kwargs", "descriptor_bounds", "nb201_baselines",
+           "preflight", "validate_config"]
 
-__all__ = ["CONFIG", "NB201_SHAPES", "ConfigError", "datamodule_kwargs", "descriptor_bounds",
-           "validate_config"]
-
-#: NAS-Bench-201 datasets -> (input shape, classes) (what prompts say about the task).
-NB201_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-    "ImageNet16-120": ((3, 16, 16), 120),
-}
 
 
 def descriptor_bounds(cfg: DictConfig) -> dict:
@@ -46,34 +38,50 @@ def datamodule_kwargs(dataset: DictConfig) -> dict:
 
 # --------------------------------------------------------------------------------------
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first wrong key."""
+    """Raise :class:`ConfigError` naming the first wrong key (checks run in a fixed order)."""
+    _check_budget_and_limits(cfg)
+    _check_operators_and_archives(cfg)
+    _check_selection(cfg)
+    _check_llm_data_and_space(cfg)
+    _check_ablation(cfg)
 
-    def need(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{key}: {msg}")
 
-    def number(key: str) -> float:
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+def need(cond: bool, key: str, msg: str) -> None:
+    """Raise :class:`ConfigError` ``key: msg`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
 
-    p = number("operators.p_mutation")
+
+def number(cfg: DictConfig, key: str) -> float:
+    """The number at ``key`` (a bool or text is an error naming the key)."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _check_budget_and_limits(cfg: DictConfig) -> None:
+    """Operator probability, budget, sandbox limits, batch size."""
+    p = number(cfg, "operators.p_mutation")
     need(0.0 <= p <= 1.0, "operators.p_mutation", f"must be in [0, 1], got {p}")
     for key in ("budget.generations", "budget.candidates_per_generation"):
-        v = number(key)
+        v = number(cfg, key)
         need(v >= 1 and v == int(v), key, f"must be a positive integer, got {v:g}")
     for key in ("budget.epochs", "budget.warmup_networks", "budget.warmup_prompts"):
-        v = number(key)
+        v = number(cfg, key)
         need(v >= 0 and v == int(v), key, f"must be a non-negative integer, got {v:g}")
-    need(number("sandbox.timeout_s") > 0, "sandbox.timeout_s", "must be > 0 seconds")
+    need(number(cfg, "sandbox.timeout_s") > 0, "sandbox.timeout_s", "must be > 0 seconds")
     if cfg.sandbox.memory_mb is not None:
-        need(number("sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64 (or null)")
-    need(number("sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
+        need(number(cfg, "sandbox.memory_mb") >= 64, "sandbox.memory_mb", "must be >= 64 (or null)")
+    need(number(cfg, "sandbox.workers") >= 1, "sandbox.workers", "must be >= 1")
     isolation = cfg.sandbox.get("isolation", "auto")
     need(isolation in ("auto", "strict", "python"), "sandbox.isolation",
          f"must be auto, strict or python, got {isolation!r}")
-    need(number("dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
+    need(number(cfg, "dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
+
+
+def _check_operators_and_archives(cfg: DictConfig) -> None:
+    """Fitness, instructions, templates, temperatures, data shape, cap, descriptors."""
     need(cfg.fitness in ("accuracy", "loss"), "fitness",
          f"must be 'accuracy' or 'loss', got {cfg.fitness!r}")
     instructions = list(cfg.operators.mutation_instructions or [])
@@ -91,7 +99,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    lo, hi = number("temperature.min"), number("temperature.max")
+    lo, hi = number(cfg, "temperature.min"), number(cfg, "temperature.max")
     need(0 < lo <= hi, "temperature.min/max", f"need 0 < min <= max, got [{lo}, {hi}]")
     shape = list(cfg.dataset.input_shape)
     need(len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
@@ -110,6 +118,10 @@ def validate_config(cfg: DictConfig) -> None:
         DescriptorSpace(names=list(cfg.descriptors.names), bounds=descriptor_bounds(cfg))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _check_selection(cfg: DictConfig) -> None:
+    """Parent and prompt selection, the prompt archive's temperature step."""
     sel = cfg.prompt_selection.strategy
     need(sel in ("top_k", "softmax", "uniform"), "prompt_selection.strategy",
          f"must be top_k, softmax or uniform, got {sel!r}")
@@ -127,6 +139,10 @@ def validate_config(cfg: DictConfig) -> None:
     span = float(cfg.temperature.max) - float(cfg.temperature.min)
     need(0.0 < step and (span == 0 or step <= span), "prompt_archive.temperature_step",
          f"must be > 0 and at most temperature.max - temperature.min, got {step}")
+
+
+def _check_llm_data_and_space(cfg: DictConfig) -> None:
+    """The LLM, a local dataset, the prompt format, DDP, the pipeline, the space."""
     if "model" in cfg.llm.keys() and OmegaConf.is_missing(cfg.llm, "model"):
         raise ConfigError(
             "llm.model is required for this llm: a local directory holding config.json or a "
@@ -159,10 +175,14 @@ def validate_config(cfg: DictConfig) -> None:
         need(not cell_only, "descriptors.names",
              f"{cell_only} describe NAS-Bench-201 cells, not networks; use "
              "descriptors=width_depth_flops or params_depth (or experiment=paper_nb201)")
+
+
+def _check_ablation(cfg: DictConfig) -> None:
+    """The ablation switches."""
     ab = cfg.get("ablation")
     need(ab is not None, "ablation", "missing: choose e.g. ablation=llmatic")
     if ab.get("p_mutation") is not None:
-        p_ab = number("ablation.p_mutation")
+        p_ab = number(cfg, "ablation.p_mutation")
         need(0.0 <= p_ab <= 1.0, "ablation.p_mutation", f"must be in [0, 1] or null, got {p_ab}")
     for key in ("network_archive", "prompt_archive", "random_generation"):
         need(isinstance(ab.get(key), bool), f"ablation.{key}",
@@ -170,6 +190,8 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 #: DDP strategies whose ranks the sandbox can start for Lightning to join (see sandbox.py).
+
+
 def _validate_ddp(cfg: DictConfig) -> None:
     """DDP settings the sandbox cannot run fail here, not at the first candidate."""
     trainer = cfg.get("trainer")

@@ -66,16 +66,22 @@ def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | N
     return row
 
 
-def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]:
-    """Summarise the search, run the configured baselines, write ``nb201.json``."""
-    from llmatic.config import nb201_baselines
-    from llmatic.nb201.baselines import random_search, regularized_evolution
-    from llmatic.search.engine import _atomic_write_bytes, read_history
+def finish_nb201(space: Any, state: Any, *, generator: str,
+                 console: Any = None) -> dict[str, Any]:
+    """Summarise the search, run the configured baselines, write ``nb201.json``.
 
-    cfg = search.cfg
-    nb = cfg.nb201
-    table = search.lookup.table
-    records = read_history(search.run_dir)
+    Args:
+        space: The run's :class:`~llmatic.nb201.space.Nb201Space` (table, settings, seed).
+        state: The search state after the last generation.
+        generator: The generator's name.
+        console: Where the comparison table is printed (None: nowhere).
+    """
+    from llmatic.nb201.baselines import random_search, regularized_evolution
+    from llmatic.rundir import atomic_write_bytes, read_history
+
+    nb = space.settings
+    table = space.lookup.table
+    records = read_history(space.run_dir)
     evaluated = [
         (parse_arch_string(r["arch"]), r["fitness"]) if r["status"] == "ok" and r.get("arch")
         else (None, None)
@@ -86,37 +92,37 @@ def finish_nb201(search: Any, state: Any, console: Any = None) -> dict[str, Any]
     generate_seconds = float(getattr(state, "generate_seconds", 0.0))
     search_seconds = max(float(state.wall_seconds) - generate_seconds, 1e-3)
     methods = [summarise_method("llmatic", evaluated, table)]
-    methods[0]["generator"] = search.generator.name
+    methods[0]["generator"] = generator
     budget = len(records)
 
     def fitness(cell: Arch) -> float | None:
-        result = search.lookup.evaluate(cell)
+        result = space.lookup.evaluate(cell)
         return result.fitness
 
-    for name in nb201_baselines(cfg):
+    for name in nb.baselines:
         # Seeded by name: a baseline's result does not depend on which others run.
-        rng = np.random.default_rng([int(cfg.seed), 201, zlib.crc32(name.encode())])
+        rng = np.random.default_rng([space.seed, 201, zlib.crc32(name.encode())])
         if name == "random":
             history = random_search(fitness, budget, rng)
         else:
             history = regularized_evolution(fitness, budget, rng,
-                                            population=int(nb.rea.population),
-                                            sample_size=int(nb.rea.sample_size))
+                                            population=nb.rea_population,
+                                            sample_size=nb.rea_sample_size)
         methods.append(summarise_method(name, history, table))
     result = {
-        "dataset": str(nb.dataset),
+        "dataset": nb.dataset,
         "table": str(table.source),
         "table_cells": len(table),
         "table_complete": bool(table.complete),
         "table_synthetic": bool(getattr(table, "synthetic", False)),
         "optimum_test_accuracy": float(table.optimum_test()),
-        "seed": int(cfg.seed),
+        "seed": space.seed,
         "budget": budget,
         "search_seconds_excluding_llm": round(search_seconds, 3),
         "candidates_per_second_excluding_llm": round(budget / search_seconds, 1),
         "methods": methods,
     }
-    _atomic_write_bytes(search.run_dir / RESULTS, json.dumps(result, indent=2).encode())
+    atomic_write_bytes(space.run_dir / RESULTS, json.dumps(result, indent=2).encode())
     if console is not None:
         _print(result, console)
     return result

@@ -93,7 +93,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 def test_rerun_of_an_hf_search_makes_zero_model_calls(tiny_gpt2_dir, tmp_path, shared_sandbox):
     from conftest import SMOKE, compose_config
 
-    from llmatic.search import read_history, run_search
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
 
     overrides = (*SMOKE, "llm=hf", f"llm.model={tiny_gpt2_dir}", "llm.max_new_tokens=32",
                  f"llm.cache_path={tmp_path / 'cache.sqlite'}", "budget.generations=2")

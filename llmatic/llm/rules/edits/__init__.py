@@ -8,3 +8,6 @@ An edit takes a :class:`~llmatic.llm.rules.network._Net` and an
 :class:`~llmatic.llm.rules.edits.context._Ctx`, changes the network in place, and returns a
 short description, or None when it finds nothing to change.
 """
+
+#: The mutator imports the edit modules themselves (their names are private to the rules).
+__all__: list[str] = []

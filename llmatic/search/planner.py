@@ -1,0 +1,112 @@
+"""Planning a generation: operator, parents, instruction and temperature of each candidate.
+
+The planner is the search's emitter (pyribs' word): it reads the archives and draws from the
+run's RNG, in a fixed order, so the same seed plans the same candidates. It never trains or
+calls an LLM.
+
+Per candidate: warm-up (a random instruction and temperature) while both archives are small;
+then a crossover with probability ``1 - p_mutation`` (a parent and its nearest elite), else
+a mutation of a parent with a prompt cell drawn towards curiosity. The cell's temperature
+goes through the temperature schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmatic.plan import PromptBuilder
+from llmatic.search.state import SearchState
+from llmatic.settings import SearchSettings
+from llmatic.types import GenerationRequest, Operator
+
+
+@dataclass
+class Plan:
+    """One candidate before generation."""
+
+    candidate_id: int
+    operator: Operator
+    instruction: str
+    instruction_id: int | None
+    temperature: float
+    parents: list[dict[str, Any]]
+    warmup: bool
+    request: GenerationRequest | None = None
+    #: The earlier candidate whose network this one repeats (its result is reused).
+    duplicate_of: int | None = None
+    #: :func:`~llmatic.search.state.source_key` of the evaluated source (None when nothing
+    #: was evaluated).
+    key: str | None = None
+
+
+def select_parent(pool: Any, rng: np.random.Generator, tournament: int) -> dict[str, Any]:
+    """A uniform random elite (the paper), or the fittest of ``tournament`` such draws."""
+    if tournament <= 1:
+        return pool.sample(rng)
+    drawn = [pool.sample(rng) for _ in range(tournament)]
+    return max(drawn, key=lambda e: float(e["objective"]))  # ties: the first drawn
+
+
+class Planner:
+    """Plans candidates from the archives (see the module docstring)."""
+
+    def __init__(self, *, settings: SearchSettings, prompts: PromptBuilder) -> None:
+        self.settings = settings
+        self.prompts = prompts
+
+    def plan(self, state: SearchState, generation: int) -> list[Plan]:
+        """Choose operator, parents, instruction and temperature for each candidate."""
+        return [self._plan_one(state, generation)
+                for _ in range(self.settings.candidates_per_generation)]
+
+    def _plan_one(self, state: SearchState, generation: int) -> Plan:
+        s = self.settings
+        rng, pool = state.rng, state.parents
+        cid = state.next_candidate_id
+        state.next_candidate_id += 1
+        warmup = len(pool) < s.warmup_networks and len(state.prompt_archive) < s.warmup_prompts
+        crossover = (not warmup and not s.random_generation and len(pool) >= 2
+                     and rng.random() >= s.p_mutation)
+        if crossover:
+            a = select_parent(pool, rng, s.tournament)
+            b = pool.nearest(a)
+            t = state.temperature.propose(None, generation, s.generations)
+            plan = Plan(cid, Operator.CROSSOVER, s.crossover_instruction, None, t, [a, b],
+                        warmup)
+        else:
+            plan = self._mutation(state, generation, cid, warmup)
+        plan.request = self.request(plan, int(rng.integers(2**31)))
+        return plan
+
+    def _mutation(self, state: SearchState, generation: int, cid: int, warmup: bool) -> Plan:
+        s, sel, rng = self.settings, self.settings.selection, state.rng
+        if s.random_generation:
+            parent = dict(state.seed_elite)  # no evolution: always the seed
+        else:
+            parent = select_parent(state.parents, rng, s.tournament)
+        chosen = None
+        if not warmup and s.prompt_archive:
+            chosen = state.prompt_archive.select(
+                rng, strategy=sel.strategy, k=sel.k, tau=sel.softmax_tau, explore=sel.explore,
+                level=sel.level,
+            )
+        temp = state.temperature
+        if chosen is None:  # warm-up or no prompt archive: uniform draws
+            iid = int(rng.integers(len(s.instructions)))
+            chosen = iid, state.prompt_archive.snap(rng.uniform(temp.min, temp.max))
+        # The selected cell's temperature (adaptive); constant / linear_decay schedules keep
+        # their own.
+        iid, t_prompt = chosen
+        t = temp.propose(t_prompt, generation, s.generations)
+        return Plan(cid, Operator.MUTATION, s.instructions[iid], iid, t, [parent], warmup)
+
+    def request(self, plan: Plan, seed: int) -> GenerationRequest:
+        """The generator's request for ``plan`` (the prompt and the sampling seed)."""
+        prompt, messages = self.prompts.build(plan.instruction, plan.parents)
+        sources = tuple(str(p["solution"]) for p in plan.parents)
+        return GenerationRequest(prompt=prompt, temperature=plan.temperature,
+                                 instruction=plan.instruction, parents=sources, seed=seed,
+                                 messages=messages)
