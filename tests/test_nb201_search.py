@@ -508,8 +508,8 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
 
 
 def test_llmatic_final_points_nb201_runs_to_the_report(tmp_path, synthetic_csv, capsys):
-    from llmatic.config import run_search
     from llmatic.cli.final import main as final_main
+    from llmatic.config import run_search
 
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
                          "budget.generations=1", "budget.candidates_per_generation=5",

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from llmatic.sandbox.server import ChildOutcome, Sandbox
+from llmatic.sandbox.client import ChildOutcome, Sandbox
 
 
 class Evaluator(abc.ABC):
