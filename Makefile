@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-search clean
+.PHONY: install run test test-fast lint bench bench-search clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q --durations=10
+
+# The inner loop (<= 3 minutes on 2 cores): unit tests and one shared small search; the
+# tests marked `slow` (CLI processes, many searches, sandbox timeouts) run in `make test`.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5
 
 # Benchmarks (never part of `make test`): ratios measured side by side in one run.
 bench: install

@@ -10,6 +10,8 @@ from conftest import SMOKE, compose_config
 from llmatic.config import run_search
 from llmatic.rundir import read_history
 
+pytestmark = pytest.mark.slow  # five real searches, one per ablation
+
 FAST = (*SMOKE, "budget.warmup_networks=2", "budget.warmup_prompts=2", "budget.generations=2")
 
 

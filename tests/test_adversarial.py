@@ -21,6 +21,8 @@ from llmatic.plan import seed_network
 from llmatic.sandbox import Sandbox
 from llmatic.types import Status
 
+pytestmark = pytest.mark.slow  # hostile code waits for the sandbox timeout, many times
+
 TIMEOUT = 4.0
 NET = """
 import torch

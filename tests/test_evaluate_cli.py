@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts `llmatic-evaluate` (torch + a sandbox server)
+
 SMALL_CNN = '''Here is a small CNN for 8x8 digits:
 
 ```python

@@ -11,6 +11,8 @@ from conftest import SMOKE, compose_config
 from llmatic.config import run_search
 from llmatic.rundir import read_history
 
+pytestmark = pytest.mark.slow  # five real searches, one on Ray (about 1.5 min)
+
 ARGS = (*SMOKE, "budget.generations=2", "budget.candidates_per_generation=5", "seed=3")
 
 
@@ -23,9 +25,10 @@ def _result(run_dir):
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def local_run(tmp_path_factory, shared_sandbox):
     run_dir = tmp_path_factory.mktemp("local")
-    run_search(compose_config(*ARGS, "evaluator=local"), run_dir, show_progress=False)
+    run_search(compose_config(*ARGS, "evaluator=local"), run_dir, show_progress=False,
+               sandbox=shared_sandbox)
     return _result(run_dir)
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from llmatic.cli.final import main
 from llmatic.report import final_evaluation
+
+pytestmark = pytest.mark.slow  # a search, then the final retrain of its elites
 
 
 def test_final_evaluation_reports_test_accuracy(smoke_run):

@@ -31,6 +31,9 @@ from llmatic.sandbox import (
 from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
+# A sandbox server per isolation mode, kernel layers probed in real children.
+pytestmark = pytest.mark.slow
+
 SECRET = "llmatic-test-secret-4711"
 REPORT = isolation_report("auto")
 ACTIVE = set(REPORT["active"])

@@ -4,7 +4,6 @@ aside) and both archives equal those of an uninterrupted run with the same seed.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -13,9 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from llmatic.rundir import read_history
+from llmatic.rundir import read_checkpoint, read_history
 
-ARGS = ("budget=smoke", "budget.generations=3", "budget.candidates_per_generation=5",
+pytestmark = pytest.mark.slow  # each case starts `llmatic` three times and kills it (about 1.5 min)
+
+# History lines: the seed, then 4 per generation (1, 5, 9, 13): a kill at >= 9 lands in the
+# last generation, a kill at >= 1 in the first.
+ARGS = ("budget=smoke", "budget.generations=3", "budget.candidates_per_generation=4",
         "seed=7")
 
 
@@ -29,8 +32,7 @@ def _strip(records):
 
 
 def _archives(run_dir):
-    with open(run_dir / "checkpoints" / "latest.pkl", "rb") as fh:
-        state = pickle.load(fh)
+    state = read_checkpoint(run_dir)
     net = state.network_archive.elites()
     prm = state.prompt_archive.archive.data()
     order = np.argsort(prm["index"])
@@ -42,15 +44,22 @@ _REFERENCES: dict[tuple[str, ...], object] = {}
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run for a set of extra arguments (made once per module)."""
+def reference(tmp_path_factory, shared_sandbox):
+    """The uninterrupted run for a set of extra arguments (made once per module).
+
+    In this process, on the session's sandbox server: the same code path as the command
+    line below ``run_search``, without a second start of torch and the server.
+    """
+    from conftest import compose_config
+
+    from llmatic.config import run_search
 
     def get(*extra):
         if extra not in _REFERENCES:
-            root = tmp_path_factory.mktemp("reference")
-            proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={root / 'run'}", cwd=root)
-            assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
-            _REFERENCES[extra] = root / "run"
+            run_dir = tmp_path_factory.mktemp("reference") / "run"
+            run_search(compose_config(*ARGS, *extra), run_dir, show_progress=False,
+                       sandbox=shared_sandbox)
+            _REFERENCES[extra] = run_dir
         return _REFERENCES[extra]
 
     return get

@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a Hydra multirun through the command line, then figures
+
 
 def test_multirun_with_wandb_offline_then_figures(tmp_path):
     sweep = tmp_path / "sweep"

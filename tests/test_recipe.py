@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains reference networks with the full default recipe
+
 MLP = '''import torch
 import torch.nn as nn
 import torch.nn.functional as F

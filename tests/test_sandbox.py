@@ -12,6 +12,8 @@ from llmatic.sandbox import Sandbox, outcome_to_result, score_logits
 from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
+pytestmark = pytest.mark.slow  # real candidates trained in the sandbox, timeouts waited for
+
 CNN = """
 import torch.nn as nn
 class Net(nn.Module):

@@ -21,6 +21,8 @@ from llmatic.sandbox import Sandbox, outcome_to_result, plan_ranks
 from llmatic.train import DigitsDataModule
 from llmatic.types import Status
 
+pytestmark = pytest.mark.slow  # DDP ranks forked and joined in the sandbox
+
 TIMEOUT = 8.0
 BATCH = 64
 NET = """

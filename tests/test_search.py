@@ -121,6 +121,7 @@ def test_crossover_parents_are_nearest_neighbours(tmp_path, shared_sandbox):
     assert all(r["instruction"].startswith("Combine the above two") for r in crossovers)
 
 
+@pytest.mark.slow  # two searches
 def test_resume_continues_identically(tmp_path, shared_sandbox):
     full = tmp_path / "full"
     part = tmp_path / "part"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
+
 from llmatic.llm.base import CodeGenerator
 from llmatic.llm.cache import CachedGenerator, CompletionCache, request_key
 from llmatic.types import Completion, GenerationRequest
@@ -90,6 +92,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(CompletionCache(path)) == 200
 
 
+@pytest.mark.slow  # two searches
 def test_rerun_of_an_hf_search_makes_zero_model_calls(tiny_gpt2_dir, tmp_path, shared_sandbox):
     from conftest import SMOKE, compose_config
 
