@@ -67,7 +67,6 @@ class SearchSettings:
         prompt_archive: Ablation switch: curiosity-driven prompts (else uniform).
         network_archive: Ablation switch: parents from the archive (else an elitist list).
         curiosity: Curiosity increments (added, not_added, untrainable, no_network).
-        compare_to: ``best`` or ``parent``: what a child must beat to count as improved.
         pipeline_generations: Plan generation g+1 before g is told (no idle workers).
         overlap_chunk: Generate and submit in chunks of this size (0: whole generation).
         archive: The archives' shapes.
@@ -89,7 +88,6 @@ class SearchSettings:
     prompt_archive: bool
     network_archive: bool
     curiosity: Mapping[str, float]
-    compare_to: str
     pipeline_generations: bool
     overlap_chunk: int
     archive: ArchiveSettings

@@ -67,7 +67,6 @@ def search_settings(cfg: DictConfig) -> SearchSettings:
         prompt_archive=bool(ab["prompt_archive"]),
         network_archive=bool(ab["network_archive"]),
         curiosity={k: float(v) for k, v in cfg.curiosity.items()},
-        compare_to=str(cfg.temperature.get("compare_to", "best")),
         pipeline_generations=bool(cfg.get("pipeline_generations", False)),
         overlap_chunk=int(cfg.sandbox.get("overlap_chunk", 0) or 0),
         archive=ArchiveSettings(

@@ -11,6 +11,10 @@ class TemperatureSchedule:
     temperature the prompt should carry next.
     """
 
+    #: What a child must beat to count as improved (recorded in the history; the adaptive
+    #: schedule also moves on it): ``best`` so far, or its ``parent``.
+    compare_to = "best"
+
     def __init__(self, *, min: float = 0.1, max: float = 1.0) -> None:  # noqa: A002
         if not 0.0 < min <= max:
             raise ValueError(f"temperature bounds need 0 < min <= max, got [{min}, {max}]")
@@ -80,8 +84,6 @@ class ConstantTemperature(TemperatureSchedule):
 
 class LinearDecayTemperature(TemperatureSchedule):
     """From ``start`` at generation 1 to ``end`` at the last generation."""
-
-    compare_to = "best"
 
     def __init__(
         self, *, start: float = 1.0, end: float = 0.1, min: float = 0.1, max: float = 1.0  # noqa: A002

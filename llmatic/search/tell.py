@@ -52,7 +52,7 @@ class Teller:
                 added = self._add(state, plan, result, source, measures, raw, generation)
         ok = result.status is Status.OK
         # Improvement drives the adaptive temperature.
-        if self.settings.compare_to == "parent":
+        if state.temperature.compare_to == "parent":
             reference = max((float(p["objective"]) for p in plan.parents), default=None)
         else:
             reference = state.best_fitness
