@@ -163,7 +163,8 @@ class Violation:
         return f"line {self.line}: {self.message}: {self.source.strip()}"
 
 
-def _dotted(node: ast.AST) -> list[str] | None:
+def _dotted_parts(node: ast.AST) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]`` (None: not a plain dotted name)."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -228,7 +229,7 @@ class _Checker(ast.NodeVisitor):
                           "torch.utils.cpp_extension", "torch.library", "torch.ops"})
 
     def _resolve(self, node: ast.AST) -> str | None:
-        parts = _dotted(node)
+        parts = _dotted_parts(node)
         if not parts or parts[0] not in self.modules:
             return None
         return ".".join([self.modules[parts[0]], *parts[1:]])
@@ -349,7 +350,7 @@ class _Checker(ast.NodeVisitor):
         func = node.func
         if isinstance(func, ast.Name) and func.id in REFLECTION_BUILTINS and node.args:
             target = node.args[0]
-            root = _dotted(target)
+            root = _dotted_parts(target)
             if root and root[0] in self.modules:
                 self.flag(node, f"{func.id}() on a module is not allowed")
             elif not (root and root[0] in ("self", "cls")) and not isinstance(target, ast.Name):

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llmatic.rundir import METRICS
+
 
 class MetricsLogger:
     """Interface: ``start`` once, ``log_generation`` per generation, ``finish`` once."""
@@ -24,7 +26,7 @@ class MetricsLogger:
 class CSVLogger(MetricsLogger):
     """Appends one row per generation to ``metrics.csv`` in the run directory."""
 
-    def __init__(self, *, filename: str = "metrics.csv") -> None:
+    def __init__(self, *, filename: str = METRICS) -> None:
         self.filename = filename
         self.path: Path | None = None
         self.fields: list[str] | None = None
