@@ -47,6 +47,10 @@ class Evaluator(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional
         """Stop servers and workers."""
 
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C): drop queued jobs, kill running children, then close."""
+        self.close()
+
 
 class _DispatchingEvaluator(Evaluator):
     """Dispatch threads that check out a resource (a GPU slot, an actor) per job."""
@@ -76,9 +80,10 @@ class _DispatchingEvaluator(Evaluator):
         assert self._pool is not None, "start() first"
         return self._pool.submit(self._run, job, job_dir)
 
-    def _shutdown_pool(self) -> None:
+    def _shutdown_pool(self, *, cancel: bool = False) -> None:
+        """Wait for the jobs (``cancel``: drop the queued ones and do not wait)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self._pool = None
 
 
@@ -191,6 +196,41 @@ class PoolEvaluator(_DispatchingEvaluator):
         """
         self._shutdown_pool()
 
+    def abort(self) -> None:
+        """Drop queued jobs and kill the running children (their threads then return)."""
+        self._shutdown_pool(cancel=True)
+        if self.sandbox is not None:
+            kill_server_children(self.sandbox)
+
+
+def kill_server_children(sandbox: Sandbox) -> None:
+    """SIGKILL every child the sandbox server forked (its process group), not the server.
+
+    The server reaps them and reports their exit, so the threads waiting on them return at
+    once; the server itself stays up for whoever shares it.
+    """
+    import os
+    import signal
+
+    from llmatic.sandbox.common import kill_group
+
+    proc = getattr(sandbox, "_proc", None)
+    if proc is None or proc.poll() is not None:
+        return  # no server (a dead one's children die with it: PR_SET_PDEATHSIG)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == proc.pid:  # field 4: the parent
+            kill_group(int(entry))
+            try:  # not yet a group leader (between fork and setsid)
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
 
 class LocalEvaluator(PoolEvaluator):
     """One candidate at a time on this machine."""
@@ -247,6 +287,7 @@ class RayEvaluator(_DispatchingEvaluator):
         self.num_gpus = float(num_gpus)
         self._all: list[Any] = []
         self._started_ray = False
+        self._aborting = False
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
               isolation: str | None = None) -> None:
@@ -276,7 +317,7 @@ class RayEvaluator(_DispatchingEvaluator):
         """Stop the actors (and the local Ray instance this evaluator started)."""
         import ray
 
-        self._shutdown_pool()
+        self._shutdown_pool(cancel=self._aborting)
         for actor in self._all:
             try:
                 ray.get(actor.close.remote(), timeout=30)
@@ -287,3 +328,16 @@ class RayEvaluator(_DispatchingEvaluator):
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+    def abort(self) -> None:
+        """Drop queued jobs and kill the actors (their children die with their servers)."""
+        import ray
+
+        self._aborting = True
+        for actor in self._all:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+        self._all.clear()
+        self.close()

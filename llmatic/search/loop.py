@@ -64,6 +64,9 @@ def run(search: Search, state: SearchState | None, *, logger: Any, run_config: d
         logger.finish(summary)
         print_elites(summary, console)
         return summary
+    except KeyboardInterrupt:
+        search.abort()  # kill the running candidates instead of waiting for the generation
+        raise
     finally:
         search.close()
 

@@ -1,0 +1,213 @@
+"""Rough edges met on first use: Ctrl-C, trainer=gpu without CUDA, W&B without a login, and a
+relative ``LLMATIC_RUN_DIR`` in the figures notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from llmatic.config import ConfigError, preflight
+from llmatic.rundir import read_history
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------
+# trainer=gpu on a machine without CUDA; logger=wandb without credentials
+# --------------------------------------------------------------------------------------
+def _no_cuda(monkeypatch):
+    import llmatic.config.validate as validate
+
+    monkeypatch.setattr(validate, "cuda_available", lambda: False)
+
+
+def _no_wandb_login(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_CONFIG_DIR",
+                 "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_gpu_trainer_without_cuda_is_a_config_error(monkeypatch):
+    _no_cuda(monkeypatch)
+    for trainer in ("trainer=gpu", "trainer=ddp"):
+        with pytest.raises(ConfigError, match=r"no CUDA device is visible; use trainer=cpu"):
+            preflight(compose_config(trainer))
+
+
+def test_cpu_trainer_never_looks_for_cuda(monkeypatch):
+    import llmatic.config.validate as validate
+
+    def boom():
+        raise AssertionError("a CPU trainer must not probe CUDA (it imports torch)")
+
+    monkeypatch.setattr(validate, "cuda_available", boom)
+    preflight(compose_config("trainer=cpu"))
+
+
+def test_wandb_without_credentials_names_both_fixes(monkeypatch, tmp_path):
+    _no_wandb_login(monkeypatch, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        preflight(compose_config("logger=wandb"))
+    for fix in ("wandb login", "WANDB_MODE=offline", "logger=csv"):
+        assert fix in str(err.value)
+
+
+def test_wandb_with_a_login_or_offline_passes(monkeypatch, tmp_path):
+    home = _no_wandb_login(monkeypatch, tmp_path)
+    preflight(compose_config("logger=wandb", "logger.mode=offline"))
+    preflight(compose_config("logger=wandb", "logger.mode=disabled"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    preflight(compose_config("logger=wandb"))
+    monkeypatch.delenv("WANDB_MODE")
+    netrc = home / ".netrc"  # what `wandb login` writes
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    preflight(compose_config("logger=wandb"))
+    netrc.unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    preflight(compose_config("logger=wandb"))
+    preflight(compose_config("logger=csv"))
+
+
+@pytest.mark.parametrize("case", ["gpu", "wandb"])
+def test_the_app_stops_before_any_work(case, monkeypatch, tmp_path, capsys):
+    """The command line: exit 2 with the named error; no config.yaml, no history."""
+    from llmatic.__main__ import _app
+
+    if case == "gpu":
+        _no_cuda(monkeypatch)
+        overrides = ["trainer=gpu"]
+    else:
+        _no_wandb_login(monkeypatch, tmp_path)
+        overrides = ["logger=wandb"]
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["llmatic", *overrides, "budget=smoke",
+                                      f"hydra.run.dir={run_dir}"])
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:
+        _app()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "llmatic: error:" in err and "Traceback" not in err
+    assert ("use trainer=cpu" if case == "gpu" else "wandb login") in err
+    assert not (run_dir / "config.yaml").exists()
+    assert not (run_dir / "history.jsonl").exists()
+    assert time.perf_counter() - started < 30  # before the sandbox server or the seed
+
+
+# --------------------------------------------------------------------------------------
+# The notebook: a relative LLMATIC_RUN_DIR is relative to where the command ran
+# --------------------------------------------------------------------------------------
+def _run_dir_cell() -> str:
+    nb = json.loads((ROOT / "notebooks" / "figures.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return next(c for c in cells if "LLMATIC_RUN_DIR" in c)
+
+
+def test_notebook_resolves_a_relative_run_dir_against_the_shell_directory(monkeypatch,
+                                                                           tmp_path):
+    shell_dir, notebook_dir = tmp_path / "repo", tmp_path / "repo" / "notebooks"
+    notebook_dir.mkdir(parents=True)
+    monkeypatch.chdir(notebook_dir)  # jupyter starts the kernel in the notebook's folder
+    monkeypatch.setenv("PWD", str(shell_dir))  # ... with the user's shell directory in PWD
+    monkeypatch.setenv("LLMATIC_RUN_DIR", "outputs/2026-01-01/12-00-00")
+    scope: dict = {}
+    exec(_run_dir_cell(), scope)  # noqa: S102 - the notebook's own cell
+    assert Path(scope["RUN_DIR"]) == shell_dir / "outputs" / "2026-01-01" / "12-00-00"
+    monkeypatch.setenv("LLMATIC_RUN_DIR", str(tmp_path / "abs"))
+    exec(_run_dir_cell(), scope)  # noqa: S102
+    assert Path(scope["RUN_DIR"]) == tmp_path / "abs"
+
+
+# --------------------------------------------------------------------------------------
+# Ctrl-C during a generation
+# --------------------------------------------------------------------------------------
+ARGS = ("budget=smoke", "budget.generations=1", "budget.candidates_per_generation=2",
+        "budget.epochs=10", "sandbox.workers=2", "seed=5")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[1])
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                parents[int(entry)] = parent
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if _parent(pid) is not None}  # zombies count as gone
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_within_seconds_and_resumes(tmp_path, shared_sandbox):
+    from llmatic.config import run_search
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "llmatic", *ARGS, f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        jobs = run_dir / "jobs"
+        while time.time() < deadline and proc.poll() is None:  # generation 1 is training
+            if ((run_dir / "history.jsonl").exists() and jobs.exists()
+                    and any(p.name != "000000" for p in jobs.iterdir())):
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the run ended before generation 1"
+        tree = _descendants(proc.pid)
+        assert len(tree) >= 2, "no sandbox server and candidate running"
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the foreground group
+        sent = time.perf_counter()
+        code = proc.wait(timeout=120)
+        took = time.perf_counter() - sent
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 130, err[-2000:]
+    assert took < 10, f"took {took:.1f} s to stop"
+    assert f"llmatic resume={run_dir}" in err
+    time.sleep(0.5)
+    assert not _alive(tree), "sandbox processes survived the interrupt"
+    assert len(read_history(run_dir)) == 1  # the seed: nothing of the interrupted generation
+
+    resumed = subprocess.run([sys.executable, "-m", "llmatic", f"resume={run_dir}"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = tmp_path / "reference"
+    run_search(compose_config(*ARGS), reference, show_progress=False, sandbox=shared_sandbox)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "timings"} for r in records]
+
+    assert strip(read_history(run_dir)) == strip(read_history(reference))
