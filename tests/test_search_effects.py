@@ -11,6 +11,7 @@ import pytest
 from conftest import compose_config
 
 from llmatic.config import build_search, run_search
+from llmatic.nb201.arch import canonical_key, parse_arch_string
 from llmatic.qd import PromptArchive
 from llmatic.rundir import read_history
 from llmatic.search import Plan, source_key
@@ -143,12 +144,15 @@ def test_repeated_networks_are_not_queried_again(table, tmp_path):
     by_id = {r["candidate_id"]: r for r in history}
     dups = [r for r in history if r.get("duplicate_of") is not None]
     assert dups, "the rules mutator repeats cells; each repeat must be marked"
+    def network(rec):  # isomorphic cells are one network (nb201.arch.canonical_key)
+        return canonical_key(parse_arch_string(rec["arch"]))
+
     for rec in dups:
         first = by_id[rec["duplicate_of"]]
-        assert rec["arch"] == first["arch"] and rec["fitness"] == first["fitness"]
+        assert network(rec) == network(first) and rec["fitness"] == first["fitness"]
         assert first.get("duplicate_of") is None and first["candidate_id"] < rec["candidate_id"]
-    archs = [r["arch"] for r in history if r.get("duplicate_of") is None and r["arch"]]
-    assert len(archs) == len(set(archs))  # every distinct cell was looked up once
+    networks = [network(r) for r in history if r.get("duplicate_of") is None and r["arch"]]
+    assert len(networks) == len(set(networks))  # every distinct network was looked up once
 
 
 def test_parent_tournament_mutates_fitter_elites_and_one_is_the_papers_uniform_draw():

@@ -262,9 +262,9 @@ def _validate_nb201(cfg: DictConfig) -> None:
     except ArchStringError as exc:
         raise ConfigError(f"nb201.seed_cell: {exc}") from exc
     baselines = nb201_baselines(cfg)
-    unknown = [b for b in baselines if b not in ("random", "rea")]
+    unknown = [b for b in baselines if b not in ("random", "rea", "local")]
     if unknown:
-        raise ConfigError(f"nb201.baselines: unknown {unknown}; choose from random, rea")
+        raise ConfigError(f"nb201.baselines: unknown {unknown}; choose from random, rea, local")
     if "rea" in baselines:
         pop, sample = nb.rea.get("population"), nb.rea.get("sample_size")
         if not (isinstance(pop, int) and isinstance(sample, int) and 1 <= sample <= pop):
@@ -275,9 +275,17 @@ def _validate_nb201(cfg: DictConfig) -> None:
 def preflight(cfg: DictConfig) -> None:
     """Cheap checks of the outside world before any heavy import (seconds, not minutes).
 
-    An OpenAI-compatible endpoint must accept a TCP connection; the generator does the full
-    check (``/models``, the API key) when it starts.
+    An OpenAI-compatible endpoint must accept a TCP connection (the generator does the full
+    check, ``/models`` and the API key, when it starts); a GPU trainer needs a visible CUDA
+    device; an online W&B logger needs an API key.
     """
+    _preflight_endpoint(cfg)
+    _preflight_gpu(cfg)
+    _preflight_wandb(cfg)
+
+
+def _preflight_endpoint(cfg: DictConfig) -> None:
+    """An OpenAI-compatible endpoint must accept a TCP connection."""
     import socket
     from urllib.parse import urlparse
 
@@ -298,3 +306,73 @@ def preflight(cfg: DictConfig) -> None:
             f"llm.base_url={llm.base_url} is unreachable ({exc}): start the server first "
             "(e.g. `vllm serve MODEL --port 8000` or `ollama serve`) or correct llm.base_url"
         ) from exc
+
+
+def cuda_available() -> bool:
+    """Whether this machine shows a CUDA device (torch is imported only where a driver is)."""
+    import glob
+
+    if not glob.glob("/dev/nvidia[0-9]*") and not Path("/dev/kfd").exists():
+        return False  # no NVIDIA (or ROCm) device node: no CUDA, without importing torch
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _preflight_gpu(cfg: DictConfig) -> None:
+    """``trainer=gpu`` (or ddp) on a machine without CUDA fails here, before the seed trains."""
+    trainer = cfg.get("trainer")
+    if trainer is None or str(trainer.get("accelerator", "cpu")).lower() not in ("gpu", "cuda"):
+        return
+    evaluator = cfg.get("evaluator") or {}
+    if str(evaluator.get("_target_", "")).endswith("RayEvaluator") and evaluator.get("address"):
+        return  # the GPUs are on the Ray cluster's nodes, not necessarily here
+    if not cuda_available():
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator}: trainer=gpu but no CUDA device is "
+            "visible; use trainer=cpu (or check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+
+
+def wandb_has_credentials() -> bool:
+    """Whether ``wandb login`` (a netrc entry), ``WANDB_API_KEY`` or W&B's settings hold a key."""
+    import configparser
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    paths = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+    for path in paths:
+        try:
+            if netrc.netrc(str(Path(path).expanduser())).authenticators(host or ""):
+                return True
+        except (OSError, netrc.NetrcParseError):
+            continue
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
+    settings = configparser.ConfigParser()
+    try:
+        settings.read(Path(config_dir).expanduser() / "settings")
+    except configparser.Error:
+        return False
+    return bool(settings.get("default", "api_key", fallback=None))
+
+
+def _preflight_wandb(cfg: DictConfig) -> None:
+    """``logger=wandb`` online without credentials fails here, not in W&B's own traceback."""
+    import os
+
+    logger = cfg.get("logger")
+    if logger is None or not str(logger.get("_target_", "")).endswith("WandbLogger"):
+        return
+    mode = logger.get("mode") or os.environ.get("WANDB_MODE") or "online"
+    if str(mode).lower() in ("offline", "disabled", "dryrun"):
+        return
+    if not wandb_has_credentials():
+        raise ConfigError(
+            "logger=wandb needs a W&B API key: run `wandb login` (or set WANDB_API_KEY), or "
+            "log without an account with WANDB_MODE=offline (sync later with `wandb sync`) "
+            "or logger=csv"
+        )

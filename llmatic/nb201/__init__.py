@@ -14,7 +14,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "arch": ("all_archs", "arch_string", "ArchStringError", "parse_arch_string"),
-        "baselines": ("random_search", "regularized_evolution"),
+        "baselines": ("local_search", "random_search", "regularized_evolution"),
         "cells": ("parse_cell", "read_cell", "render_cell"),
         "evaluator": ("TableEvaluator",),
         "official": ("export_table",),

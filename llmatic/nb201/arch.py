@@ -110,3 +110,61 @@ _ARCH_TEMPLATE = "+".join(
     for target in (1, 2, 3)
 )
 _CANONICAL: dict[str, Arch] | None = None
+
+
+# -- one network, one class: pruning and isomorphism ------------------------------------------
+# Swapping the intermediate nodes 1 and 2 maps edge k of EDGES to edge _SWAP[k]
+# (0->1 <-> 0->2, 1->3 <-> 2->3; 0->3 stays). Edge 1->2 (index 2) has no image: a cell that
+# keeps it fixes the order of nodes 1 and 2.
+_SWAP: tuple[int, ...] = (1, 0, 2, 3, 5, 4)
+_EDGE_1_2 = EDGES.index((2, 1))
+#: The canonical form of every cell whose output does not depend on its input (all zero).
+ZERO_ARCH: Arch = ("none",) * len(EDGES)
+
+
+def prune_arch(ops: Sequence[str]) -> Arch:
+    """The cell with its edges off every input-to-output path written as ``none``.
+
+    An edge ``i -> j`` stays when node ``i`` is reached from the input (node 0) and node ``j``
+    reaches the output (node 3); with no such path the output is zero: :data:`ZERO_ARCH`.
+    """
+    ops = tuple(ops)
+    live = [(tgt, src) for (tgt, src), op in zip(EDGES, ops, strict=True) if op != "none"]
+    forward = {0}  # reached from the input (edges are listed by target, sources first)
+    for tgt, src in sorted(live, key=lambda e: (e[1], e[0])):
+        if src in forward:
+            forward.add(tgt)
+    backward = {3}  # reaching the output
+    for tgt, src in sorted(live, key=lambda e: (-e[0], -e[1])):
+        if tgt in backward:
+            backward.add(src)
+    if 3 not in forward:
+        return ZERO_ARCH
+    return tuple(op if op != "none" and src in forward and tgt in backward else "none"
+                 for (tgt, src), op in zip(EDGES, ops, strict=True))
+
+
+def canonical_arch(ops: Sequence[str]) -> Arch:
+    """The representative of a cell's class of cells that compute the same function.
+
+    Two cells are one network when they are equal after (a) dropping ``none`` edges,
+    (b) dropping edges off every input-to-output path (:func:`prune_arch`) and (c) relabelling
+    the intermediate nodes 1 and 2, which may swap only when no edge 1 -> 2 is left. The
+    representative is the pruned form that comes first in :func:`all_archs` order (pruned
+    edges read ``none``); every cell with no input-to-output path is :data:`ZERO_ARCH`.
+    """
+    pruned = prune_arch(ops)
+    if pruned[_EDGE_1_2] != "none":
+        return pruned
+    swapped = tuple(pruned[k] for k in _SWAP)
+    return min(pruned, swapped, key=arch_index)
+
+
+def canonical_key(ops: Sequence[str]) -> str:
+    """The arch string of :func:`canonical_arch` (one string per network)."""
+    return arch_string(canonical_arch(ops))
+
+
+def distinct_archs() -> int:
+    """How many networks the 15,625 cells compute (classes of :func:`canonical_arch`)."""
+    return len({canonical_arch(ops) for ops in all_archs()})

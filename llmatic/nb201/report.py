@@ -32,7 +32,7 @@ PAPER_ROWS: dict[str, dict[str, tuple[float, float | None]]] = {
     "Optimum (paper)": {"cifar10": (94.37, None), "cifar100": (73.51, None),
                         "ImageNet16-120": (47.31, None)},
 }
-_LABEL = {"llmatic": "LLMatic", "random": "Random search", "rea": "REA"}
+_LABEL = {"llmatic": "LLMatic", "random": "Random search", "rea": "REA", "local": "Local search"}
 
 
 class ReportError(Exception):

@@ -1,9 +1,10 @@
 """The end of an nb201 search: the pick, its test accuracy, the baselines, ``nb201.json``.
 
-Each method (LLMatic, random search, REA) is summarised the same way: the cell with the best
-validation accuracy among the candidates it evaluated, that cell's test accuracy (looked up
-only now, as the paper reports it), where the validation accuracy ranks in the table, and the
-same for the first 500 candidates.
+Each method (LLMatic, random search, REA, local search) is summarised the same way: the cell
+with the best validation accuracy among the candidates it evaluated, that cell's test accuracy
+(looked up only now, as the paper reports it), where the validation accuracy ranks in the
+table, and the same for the first 500 candidates. Queries are counted per network: cells that
+compute the same function (:func:`~llmatic.nb201.arch.canonical_arch`) are one query.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from llmatic.nb201.arch import Arch, arch_string, parse_arch_string
+from llmatic.nb201.arch import Arch, arch_string, canonical_arch, parse_arch_string
 
 __all__ = ["RESULTS", "finish_nb201", "summarise_method"]
 
@@ -26,11 +27,13 @@ FIRST = 500
 
 
 def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | None]],
-                     table: Any) -> dict[str, Any]:
+                     table: Any, *, distinct_queries: int | None = None) -> dict[str, Any]:
     """One method's row: best by validation, its test accuracy, ranks, anytime curve.
 
     ``evaluated`` lists every candidate in order as ``(cell, validation accuracy in [0, 1])``;
     a failed candidate is ``(None, None)`` and still counts towards the budget.
+    ``distinct_queries`` is the number of different networks looked up (None: the canonical
+    classes among ``evaluated``'s cells).
     """
     best: tuple[float, Arch] | None = None
     best_first: tuple[float, Arch] | None = None
@@ -42,7 +45,11 @@ def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | N
             best_first = best
         curve.append(None if best is None else best[0])
     unique = len({cell for cell, _ in evaluated if cell is not None})
-    row: dict[str, Any] = {"method": name, "candidates": len(evaluated), "unique_cells": unique}
+    if distinct_queries is None:
+        distinct_queries = len({canonical_arch(cell) for cell, _ in evaluated if cell is not None})
+    row: dict[str, Any] = {"method": name, "candidates": len(evaluated), "unique_cells": unique,
+                           "distinct_queries": int(distinct_queries),
+                           "distinct_queries_to_top_1_percent": _queries_to_top(evaluated, table)}
     if best is None:
         return {**row, "arch": None, "valid_accuracy": None, "test_accuracy": None}
     entry = table.lookup(best[1])
@@ -66,6 +73,23 @@ def summarise_method(name: str, evaluated: Sequence[tuple[Arch | None, float | N
     return row
 
 
+def _queries_to_top(evaluated: Sequence[tuple[Arch | None, float | None]],
+                    table: Any) -> int | None:
+    """Distinct networks queried until one is in the table's top 1% by validation (or None).
+
+    A network's first cell stands for it: a repeat (or an isomorphic cell) is not a new query.
+    """
+    seen: set[Arch] = set()
+    for cell, fitness in evaluated:
+        if cell is None or canonical_arch(cell) in seen:
+            continue
+        seen.add(canonical_arch(cell))
+        entry = table.lookup(cell) if fitness is not None else None
+        if entry is not None and table.valid_percentile(entry.valid_accuracy) < 0.01:
+            return len(seen)
+    return None
+
+
 def finish_nb201(space: Any, state: Any, *, generator: str,
                  console: Any = None) -> dict[str, Any]:
     """Summarise the search, run the configured baselines, write ``nb201.json``.
@@ -76,7 +100,7 @@ def finish_nb201(space: Any, state: Any, *, generator: str,
         generator: The generator's name.
         console: Where the comparison table is printed (None: nowhere).
     """
-    from llmatic.nb201.baselines import random_search, regularized_evolution
+    from llmatic.nb201.baselines import local_search, random_search, regularized_evolution
     from llmatic.rundir import atomic_write_bytes, read_history
 
     nb = space.settings
@@ -91,7 +115,9 @@ def finish_nb201(space: Any, state: Any, *, generator: str,
     # per-request seconds would overstate it); checkpoints before this field count 0.
     generate_seconds = float(getattr(state, "generate_seconds", 0.0))
     search_seconds = max(float(state.wall_seconds) - generate_seconds, 1e-3)
-    methods = [summarise_method("llmatic", evaluated, table)]
+    # The search looks a network up once: its repeats (isomorphic cells too) are marked.
+    looked_up = sum(1 for r in records if r.get("arch") and r.get("duplicate_of") is None)
+    methods = [summarise_method("llmatic", evaluated, table, distinct_queries=looked_up)]
     methods[0]["generator"] = generator
     budget = len(records)
 
@@ -104,6 +130,8 @@ def finish_nb201(space: Any, state: Any, *, generator: str,
         rng = np.random.default_rng([space.seed, 201, zlib.crc32(name.encode())])
         if name == "random":
             history = random_search(fitness, budget, rng)
+        elif name == "local":  # `budget` distinct networks: a repeat is not re-paid
+            history = local_search(fitness, budget, rng)
         else:
             history = regularized_evolution(fitness, budget, rng,
                                             population=nb.rea_population,
@@ -133,7 +161,8 @@ def _print(result: dict[str, Any], console: Any) -> None:
 
     view = Table(title=f"NAS-Bench-201 {result['dataset']} (seed {result['seed']}, "
                        f"{result['budget']} candidates each)")
-    for column in ("method", "valid acc", "test acc", "valid rank", "best of first 500"):
+    for column in ("method", "valid acc", "test acc", "valid rank", "best of first 500",
+                   "distinct queries"):
         view.add_column(column)
     for m in result["methods"]:
         first = m.get("first_500") or {}
@@ -143,6 +172,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
             "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.2f}",
             "-" if m.get("valid_percentile") is None else f"top {100 * m['valid_percentile']:.2f}%",
             "-" if not first else f"top {100 * first['valid_percentile']:.2f}%",
+            str(m.get("distinct_queries", "-")),
         )
     console.print(view)
     if result["table_synthetic"]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmatic.extract import Extraction
-from llmatic.nb201.arch import arch_string, parse_arch_string
+from llmatic.nb201.arch import arch_string, canonical_key, parse_arch_string
 from llmatic.nb201.cells import parse_cell, read_cell, render_cell
 from llmatic.nb201.evaluator import TableEvaluator
 from llmatic.nb201.results import finish_nb201
@@ -67,6 +67,13 @@ class Nb201Space:
     def check_policy(self, source: str) -> EvalResult | None:
         """Cells are read from the syntax tree, never executed: nothing to screen."""
         return None
+
+    def key(self, source: str) -> str:
+        """The arch string of the cell's class (:func:`~llmatic.nb201.arch.canonical_arch`).
+
+        Cells that compute the same function share it, so a repeat is not looked up again.
+        """
+        return canonical_key(self.cell(source))
 
     def cell(self, source: str) -> tuple[str, ...]:
         """The operations of a canonical cell source (read once by :meth:`extract`)."""

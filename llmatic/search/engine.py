@@ -33,7 +33,7 @@ from llmatic.rundir import HISTORY, candidate_path
 from llmatic.search.metrics import account, generation_metrics
 from llmatic.search.planner import Plan, Planner
 from llmatic.search.space import SearchSpace
-from llmatic.search.state import SearchState, source_key
+from llmatic.search.state import SearchState
 from llmatic.search.tell import Teller
 from llmatic.settings import SearchSettings
 from llmatic.types import Completion, EvalResult, Operator, Status
@@ -191,7 +191,7 @@ class Search:
             early = self.space.check_policy(ext.source)
         if early is None:
             # One network, one fitness: a repeat of an earlier candidate reuses its result.
-            plan.key = source_key(ext.source)
+            plan.key = self.space.key(ext.source)
             earlier = state.evaluated.get(plan.key) if state is not None else None
             if earlier is not None:
                 plan.duplicate_of = int(earlier[0])
@@ -280,7 +280,7 @@ class Search:
                 "(space=nb201: nb201.seed_cell and the table)"
             )
         plan = Plan(cid, Operator.SEED, "", None, state.temperature.current, [], False,
-                    key=source_key(space.seed_source))
+                    key=space.key(space.seed_source))
         record = self.tell(state, plan, result, space.seed_source, 0)
         if record["status"] != Status.OK.value:
             raise RuntimeError(f"the seed could not enter the archive ({record['status']}: "
@@ -300,6 +300,16 @@ class Search:
     def generation_metrics(self, state: SearchState, generation: int) -> dict[str, Any]:
         """Metrics of the generation just told (read back from the history)."""
         return generation_metrics(self, state, generation)
+
+    def abort(self) -> None:
+        """Ctrl-C: kill the running candidates and drop the queued ones (then :meth:`close`).
+
+        Nothing of the interrupted generation is told or written: the last checkpoint stays
+        the point ``resume=`` continues from.
+        """
+        stop = getattr(getattr(self.space, "evaluator", None), "abort", None)
+        if stop is not None:
+            stop()
 
     def close(self) -> None:
         """Stop the space's evaluator (and servers it started) and release the generator."""

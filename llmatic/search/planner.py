@@ -37,8 +37,8 @@ class Plan:
     request: GenerationRequest | None = None
     #: The earlier candidate whose network this one repeats (its result is reused).
     duplicate_of: int | None = None
-    #: :func:`~llmatic.search.state.source_key` of the evaluated source (None when nothing
-    #: was evaluated).
+    #: The search space's key of the evaluated source: one key, one network (None when
+    #: nothing was evaluated).
     key: str | None = None
 
 

@@ -48,6 +48,9 @@ class SearchSpace(Protocol):
     def check_policy(self, source: str) -> EvalResult | None:
         """A ``forbidden`` result when the static policy rejects ``source``, else None."""
 
+    def key(self, source: str) -> str:
+        """One key per network: a candidate whose key was evaluated reuses that result."""
+
     def submit(self, source: str, class_name: str, candidate_id: int) -> Future:
         """Start evaluating a candidate; the future holds its :class:`EvalResult`."""
 
@@ -158,6 +161,10 @@ class NetworkSpace:
         allowed = self.recipe.allowed_imports
         error = policy_error(source, list(allowed) if allowed else DEFAULT_ALLOWED_IMPORTS)
         return None if error is None else EvalResult(Status.FORBIDDEN, error=error)
+
+    def key(self, source: str) -> str:
+        """The normalised source (comments, docstrings and layout ignored)."""
+        return source_key(source)
 
     def submit(self, source: str, class_name: str, candidate_id: int) -> Future:
         """Train ``source`` in a sandboxed child; the future holds its scored result."""
