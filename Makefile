@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test processes (pytest-xdist, one file per process at a time): 2 fits a 2-core machine.
+JOBS   ?= 2
 
 .PHONY: install run test test-fast lint bench bench-search clean
 
@@ -19,12 +21,12 @@ run: install
 	$(BIN)/llmatic
 
 test: install
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=10
 
 # The inner loop (<= 3 minutes on 2 cores): unit tests and one shared small search; the
 # tests marked `slow` (CLI processes, many searches, sandbox timeouts) run in `make test`.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" --durations=5
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" --durations=5
 
 # Benchmarks (never part of `make test`): ratios measured side by side in one run.
 bench: install
