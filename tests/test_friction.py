@@ -174,7 +174,10 @@ def test_ctrl_c_stops_within_seconds_and_resumes(tmp_path, shared_sandbox):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "llmatic", *ARGS, f"hydra.run.dir={run_dir}"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            # A shell that runs the tests in the background ignores SIGINT,
+                            # and children inherit that: give the app a terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         jobs = run_dir / "jobs"
