@@ -186,15 +186,11 @@ def best_so_far(evaluated, table) -> list[tuple[float | None, float | None]]:
     Isomorphic cells are one network (``llmatic.nb201.arch.canonical_arch``): a cell whose
     network was queried before is not a new query. The test accuracy is looked up only here.
     """
-    from llmatic.nb201.arch import canonical_arch
+    from llmatic.nb201.arch import first_of_each_network
 
-    seen: set = set()
     best: tuple[float | None, float | None] = (None, None)
     curve = []
-    for cell, val in evaluated:
-        if cell is None or canonical_arch(cell) in seen:
-            continue
-        seen.add(canonical_arch(cell))
+    for cell, val in first_of_each_network(evaluated):
         if val is not None and (best[0] is None or val > best[0]):
             best = (float(val), float(table.lookup(cell).test_accuracy))
         curve.append(best)

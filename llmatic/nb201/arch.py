@@ -13,7 +13,10 @@ Here a cell is the tuple of its 6 operations in :data:`EDGES` order (the arch st
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: The five candidate operations, in the benchmark's order.
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -168,3 +171,19 @@ def canonical_key(ops: Sequence[str]) -> str:
 def distinct_archs() -> int:
     """How many networks the 15,625 cells compute (classes of :func:`canonical_arch`)."""
     return len({canonical_arch(ops) for ops in all_archs()})
+
+
+def first_of_each_network(evaluated: Iterable[tuple[Arch | None, T]]) -> Iterator[tuple[Arch, T]]:
+    """``(cell, value)`` pairs in order, keeping only the first cell of each network.
+
+    Isomorphic cells (same :func:`canonical_arch`) are one network, so a later one is not a
+    new query; ``None`` cells (failed candidates) are left out.
+    """
+    seen: set[Arch] = set()
+    for cell, value in evaluated:
+        if cell is None:
+            continue
+        network = canonical_arch(cell)
+        if network not in seen:
+            seen.add(network)
+            yield cell, value

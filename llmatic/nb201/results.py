@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from llmatic.nb201.arch import Arch, arch_string, canonical_arch, parse_arch_string
+from llmatic.nb201.arch import (
+    Arch,
+    arch_string,
+    canonical_arch,
+    first_of_each_network,
+    parse_arch_string,
+)
 
 __all__ = ["RESULTS", "finish_nb201", "summarise_method"]
 
@@ -79,14 +85,10 @@ def _queries_to_top(evaluated: Sequence[tuple[Arch | None, float | None]],
 
     A network's first cell stands for it: a repeat (or an isomorphic cell) is not a new query.
     """
-    seen: set[Arch] = set()
-    for cell, fitness in evaluated:
-        if cell is None or canonical_arch(cell) in seen:
-            continue
-        seen.add(canonical_arch(cell))
+    for queries, (cell, fitness) in enumerate(first_of_each_network(evaluated), 1):
         entry = table.lookup(cell) if fitness is not None else None
         if entry is not None and table.valid_percentile(entry.valid_accuracy) < 0.01:
-            return len(seen)
+            return queries
     return None
 
 

@@ -131,7 +131,8 @@ class NetworkSpace:
     def job(self, source: str, class_name: str) -> dict[str, Any]:
         """The child's job for ``source`` (the same recipe for every candidate)."""
         # One network, one fitness: the seed follows the run seed and the normalised source.
-        words = [int(source_key(source)[i:i + 8], 16) for i in range(0, 32, 8)]
+        key = source_key(source)  # parses the source: once per candidate
+        words = [int(key[i:i + 8], 16) for i in range(0, 32, 8)]
         seed = int(np.random.SeedSequence([self.seed, *words]).generate_state(1)[0])
         r = self.recipe
         return {
