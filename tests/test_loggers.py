@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from llmatic.report import CSVLogger, WandbLogger
 
 
@@ -48,3 +50,42 @@ def test_tensorboard_writes_scalars(tmp_path):
     acc.Reload()
     assert [e.value for e in acc.Scalars("network_cells")] == [3.0, 6.0]
     assert [e.step for e in acc.Scalars("best_fitness")] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["wandb", "tensorboard"])
+def test_every_logger_writes_metrics_csv_and_truncates_it_on_resume(name, tmp_path, monkeypatch):
+    # W&B in disabled mode: no network, no login (the real client, no fake).
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from llmatic.report import TensorBoardLogger
+
+    def make():
+        return WandbLogger(project="llmatic-test") if name == "wandb" else TensorBoardLogger()
+
+    log = make()
+    log.start(tmp_path, {"seed": 0})
+    for g in (1, 2, 3):
+        log.log_generation({"best_fitness": g / 10, "network_cells": g}, g)
+    log.finish({"candidates": 3})
+    resumed = make()
+    resumed.start(tmp_path, {"seed": 0}, resumed=True)
+    resumed.truncate(2)
+    resumed.log_generation({"best_fitness": 0.9, "network_cells": 7}, 3)
+    resumed.finish({})
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["generation"] for r in rows] == ["1", "2", "3"]
+    assert [r["network_cells"] for r in rows] == ["1", "2", "7"]
+
+
+@pytest.mark.slow  # a real search (about a minute on a loaded 2-core machine)
+def test_a_search_with_tensorboard_writes_metrics_csv(tmp_path, shared_sandbox):
+    from conftest import SMOKE, compose_config
+
+    from llmatic.config import run_search
+
+    cfg = compose_config(*SMOKE, "logger=tensorboard", "budget.generations=1",
+                         "budget.candidates_per_generation=2")
+    run_search(cfg, tmp_path, show_progress=False, sandbox=shared_sandbox)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["generation"] for r in rows] == ["1"]
+    assert int(rows[0]["network_cells"]) >= 1
+    assert (tmp_path / "tensorboard").is_dir()

@@ -1,4 +1,9 @@
-"""Per-generation metric loggers (config group ``logger``)."""
+"""Per-generation metric loggers (config group ``logger``).
+
+Every logger writes ``metrics.csv`` in the run directory (:class:`CSVLogger`); ``wandb`` and
+``tensorboard`` send the same rows to their own sink as well, so figures, ``resume`` and
+``llmatic-figures`` never depend on which logger a run chose.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +70,24 @@ class CSVLogger(MetricsLogger):
             csv.writer(fh).writerows(kept)
 
 
-class WandbLogger(MetricsLogger):
+class _WithCSV(MetricsLogger):
+    """A logger that also writes ``metrics.csv`` (what the README promises for every run)."""
+
+    def _start_csv(self, run_dir: Path, resumed: bool) -> None:
+        self.csv = CSVLogger()
+        self.csv.start(run_dir, {}, resumed=resumed)
+
+    def _log_csv(self, metrics: dict[str, Any], step: int) -> None:
+        if getattr(self, "csv", None) is not None:
+            self.csv.log_generation(metrics, step)
+
+    def truncate(self, generations: int) -> None:
+        """Drop ``metrics.csv`` rows after ``generations`` (on resume)."""
+        if getattr(self, "csv", None) is not None:
+            self.csv.truncate(generations)
+
+
+class WandbLogger(_WithCSV):
     """Weights & Biases. ``mode=offline`` (or ``WANDB_MODE=offline``) needs no network."""
 
     #: The search draws the archive heatmaps at the end so they can be logged as images.
@@ -86,9 +108,10 @@ class WandbLogger(MetricsLogger):
         self.run = None
 
     def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
-        """Start (or resume) a W&B run stored under the run directory."""
+        """Start (or resume) a W&B run stored under the run directory (and metrics.csv)."""
         import wandb
 
+        self._start_csv(run_dir, resumed)
         run_id_file = Path(run_dir) / "wandb_run_id.txt"
         run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
         kwargs = {k: v for k, v in self.kwargs.items() if v is not None}
@@ -99,7 +122,8 @@ class WandbLogger(MetricsLogger):
         run_id_file.write_text(self.run.id)
 
     def log_generation(self, metrics: dict[str, Any], step: int) -> None:
-        """Log the generation's scalars."""
+        """Log the generation's scalars (and a metrics.csv row)."""
+        self._log_csv(metrics, step)
         if self.run is not None:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
 
@@ -130,7 +154,7 @@ class WandbLogger(MetricsLogger):
         self.run = None
 
 
-class TensorBoardLogger(MetricsLogger):
+class TensorBoardLogger(_WithCSV):
     """TensorBoard event files under ``RUN_DIR/tensorboard`` (view: tensorboard --logdir)."""
 
     def __init__(self, *, subdir: str = "tensorboard") -> None:
@@ -138,9 +162,10 @@ class TensorBoardLogger(MetricsLogger):
         self.writer = None
 
     def start(self, run_dir: Path, config: dict[str, Any], resumed: bool = False) -> None:
-        """Open the event writer and record the config as text."""
+        """Open the event writer and record the config as text (and metrics.csv)."""
         from torch.utils.tensorboard import SummaryWriter
 
+        self._start_csv(run_dir, resumed)
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / self.subdir))
         if not resumed:
             import json
@@ -148,7 +173,8 @@ class TensorBoardLogger(MetricsLogger):
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
     def log_generation(self, metrics: dict[str, Any], step: int) -> None:
-        """One scalar per metric and generation."""
+        """One scalar per metric and generation (and a metrics.csv row)."""
+        self._log_csv(metrics, step)
         if self.writer is None:
             return
         for key, value in metrics.items():
