@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Test processes for `make test-fast` (pytest-xdist, one file per process at a time).
+# Test processes for `make test` and `make test-fast` (pytest-xdist, one file per process at
+# a time; JOBS=1 runs one process in file order).
 JOBS   ?= 2
 
 .PHONY: install run test test-fast lint bench bench-search clean
@@ -20,9 +21,9 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/llmatic
 
-# One process, in file order: the order the suite is known to pass in (see README).
+# Everything, the tests marked `slow` included.
 test: install
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=10
 
 # The inner loop (<= 3 minutes on 2 cores): unit tests and one shared small search; the
 # tests marked `slow` (CLI processes, many searches, sandbox timeouts) run in `make test`.

@@ -15,9 +15,10 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from llmatic.astparse import parse
 
 # ------------------------------------------------------------------------------ budget
 
@@ -254,10 +255,7 @@ class _Segment:
 
 def parse_quietly(text: str) -> ast.Module:
     """Run ``ast.parse`` with SyntaxWarnings (``1if x``) silenced: they are not errors."""
-    with warnings.catch_warnings():
-        # Also keeps ``-W error`` from turning a warning into a parse failure here.
-        warnings.simplefilter("ignore", SyntaxWarning)
-        return ast.parse(text)
+    return parse(text)
 
 
 def _message(error: Exception) -> str:

@@ -32,6 +32,8 @@ import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmatic.astparse import parse as parse_source
+
 #: Modules generated network code may import (a module's submodules are allowed with it
 #: only when listed).
 DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
@@ -367,7 +369,7 @@ def check_source(source: str, allowed_imports: Iterable[str] = DEFAULT_ALLOWED_I
                  ) -> list[Violation]:
     """All policy violations in ``source`` (empty list: allowed). Never executes it."""
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError:
         return []  # not ours to judge: the caller reports a syntax error
     checker = _Checker(source.splitlines(), frozenset(allowed_imports))

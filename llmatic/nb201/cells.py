@@ -44,6 +44,7 @@ import ast
 import functools
 import re
 
+from llmatic.astparse import parse as parse_source
 from llmatic.nb201.arch import EDGES, OPS, Arch, ArchStringError, parse_arch_string
 
 __all__ = ["CellError", "parse_cell", "read_cell", "render_cell"]
@@ -235,7 +236,7 @@ def _parse(source: str) -> Arch:
         raise CellError(f"the text has {len(source):,} characters (more than {MAX_CHARS:,}); "
                         "a cell is about 1,000")
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except (SyntaxError, ValueError) as exc:
         raise _Syntax(f"the cell is not valid Python ({exc})") from exc
     edges_text = ", ".join(f"edge_{t}_{s}" for t, s in EDGES)

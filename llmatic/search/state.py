@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmatic.astparse import parse as parse_source
+
 if TYPE_CHECKING:  # pyribs imports torch: the archives load when a search builds them
     from llmatic.qd import ElitistPopulation, NetworkArchive, PromptArchive
 
@@ -73,7 +75,7 @@ def source_key(source: str) -> str:
     lets a repeat reuse the first result. Unparseable text hashes as it stands.
     """
     try:
-        text = ast.dump(_StripDocstrings().visit(ast.parse(source)), annotate_fields=False)
+        text = ast.dump(_StripDocstrings().visit(parse_source(source)), annotate_fields=False)
     except (SyntaxError, ValueError, RecursionError):
         text = source
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -10,6 +10,7 @@ import ast
 import re
 from collections.abc import Iterable
 
+from llmatic.astparse import parse as parse_source
 from llmatic.llm.rules.vocab import _FUNC_MODULES
 
 
@@ -107,7 +108,7 @@ def _static(nodes: Iterable[ast.AST]) -> bool:
 
 def _stmt(source: str) -> ast.stmt:
     """Parse one statement."""
-    return ast.parse(source).body[0]
+    return parse_source(source).body[0]
 
 
 def _assign(target: str, value: ast.expr) -> ast.Assign:

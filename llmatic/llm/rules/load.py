@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 
+from llmatic.astparse import parse as parse_source
 from llmatic.llm.rules.astutil import _assign, _dotted, _func_name, _method, _name, _names
 from llmatic.llm.rules.errors import _NoEdit
 from llmatic.llm.rules.forward import _split_statement
@@ -130,7 +131,7 @@ def _network_class(tree: ast.Module) -> ast.ClassDef | None:
 def _load(source: str) -> _Net:
     """Parse a parent and bring it into the canonical form the edits understand."""
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as exc:
         raise _NoEdit(f"the parent is not valid Python ({exc.msg}, line {exc.lineno})") from exc
     except ValueError as exc:  # e.g. null bytes
