@@ -219,3 +219,28 @@ def test_ctrl_c_stops_within_seconds_and_resumes(tmp_path, shared_sandbox):
         return [{k: v for k, v in r.items() if k != "timings"} for r in records]
 
     assert strip(read_history(run_dir)) == strip(read_history(reference))
+
+
+# --------------------------------------------------------------------------------------
+# llmatic-nb201 report: Hydra's .hydra folders are not runs
+# --------------------------------------------------------------------------------------
+def test_nb201_report_does_not_count_hydra_folders_as_unfinished_runs(tmp_path, capsys):
+    from llmatic.cli.nb201 import main as nb201_main
+
+    result = {"dataset": "cifar10", "table": "/data/nb201.csv", "seed": 0, "budget": 100,
+              "optimum_test_accuracy": 94.37, "table_synthetic": False,
+              "methods": [{"method": "llmatic", "generator": "rules", "test_accuracy": 93.0}]}
+    config = "space: nb201\nnb201:\n  table: x\n"
+    for name in ("0", "1"):  # finished runs: their own config and Hydra's copy
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
+        (tmp_path / name / "config.yaml").write_text(config)
+        (tmp_path / name / "nb201.json").write_text(json.dumps({**result, "seed": int(name)}))
+    assert nb201_main(["report", str(tmp_path)]) == 0
+    assert "have no nb201.json" not in capsys.readouterr().out
+    # A run stopped before writing its own config.yaml: named once, by its run directory.
+    (tmp_path / "2" / ".hydra").mkdir(parents=True)
+    (tmp_path / "2" / ".hydra" / "config.yaml").write_text(config)
+    assert nb201_main(["report", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 nb201 run(s)" in out and str(tmp_path / "2") in out and ".hydra" not in out

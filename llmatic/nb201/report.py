@@ -72,8 +72,7 @@ def collect(root: str | Path, console: Any = None) -> list[dict[str, Any]]:
             continue
         seen[key] = str(path.parent)
         runs.append(data)
-    unfinished = [p.parent for p in sorted(root.rglob("config.yaml"))
-                  if not (p.parent / RESULTS).exists() and "space: nb201" in p.read_text()]
+    unfinished = _unfinished(root)
     if unfinished and console is not None:
         console.print(f"[yellow]{len(unfinished)} nb201 run(s) below {root} have no {RESULTS} "
                       "(unfinished or interrupted; left out, finish them with "
@@ -86,6 +85,23 @@ def collect(root: str | Path, console: Any = None) -> list[dict[str, Any]]:
             "a run that was interrupted writes it only when it finishes"
         )
     return runs
+
+
+def _unfinished(root: Path) -> list[Path]:
+    """nb201 run directories below ``root`` without results.
+
+    A run's config is its ``config.yaml``, or Hydra's ``.hydra/config.yaml`` when it was
+    stopped before writing its own; ``.hydra`` itself is never a run.
+    """
+    runs = set()
+    for path in root.rglob("config.yaml"):
+        run_dir = path.parent.parent if path.parent.name == ".hydra" else path.parent
+        try:
+            if "space: nb201" in path.read_text():
+                runs.add(run_dir)
+        except OSError:
+            continue
+    return sorted(r for r in runs if not (r / RESULTS).exists())
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
