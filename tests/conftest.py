@@ -67,3 +67,35 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     cfg = compose_config(*SMOKE, "budget.generations=3")
     summary = run_search(cfg, run_dir, show_progress=False, sandbox=shared_sandbox)
     return run_dir, summary, cfg
+
+
+def val_label_shares(*overrides: str):
+    """Each class's share of the validation split the search scores on (from the real config).
+
+    A network whose output is the same for every image predicts one class, so its accuracy
+    is exactly one of these shares.
+    """
+    import numpy as np
+    from hydra.utils import instantiate
+
+    from llmatic.config.validate import datamodule_kwargs
+
+    dataset = compose_config(*overrides).dataset
+    dm = instantiate(datamodule_kwargs(dataset))
+    dm.setup()
+    y = np.asarray(dm.splits["y_val"])
+    return np.bincount(y, minlength=int(dataset.num_classes)) / len(y)
+
+
+def evaluate_source(source: str, sandbox, tmp_dir, *overrides: str):
+    """One network evaluated as the search evaluates a candidate (the session's sandbox)."""
+    from llmatic.config import validate_config
+    from llmatic.config.build import build_space
+
+    cfg = compose_config(*SMOKE, *overrides)
+    validate_config(cfg)
+    space = build_space(cfg, Path(tmp_dir), sandbox)
+    try:
+        return space.submit(source, "Net", candidate_id=0).result()
+    finally:
+        space.close()

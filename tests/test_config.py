@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import CONFIG_DIR, compose_config
+from omegaconf import OmegaConf
 
 from llmatic.config import ConfigError, validate_config
 
+LLM_PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "llm").glob("*.yaml"))
 GROUPS = {
-    "llm": ["rules", "hf"], "dataset": ["digits", "cifar10"], "archive": ["cvt", "grid"],
+    "llm": LLM_PRESETS, "dataset": ["digits", "mnist5k", "cifar10"], "archive": ["cvt", "grid"],
     "descriptors": ["width_depth_flops", "params_depth", "nb201_ops", "nb201_cost"],
     "operators": ["paper", "extended", "nb201"],
     "temperature": ["adaptive", "constant", "linear_decay"], "trainer": ["cpu", "gpu", "ddp"],
-    "module": ["default", "paper_sgd"], "logger": ["csv", "wandb"],
+    "module": ["default", "adam", "paper_sgd"], "logger": ["csv", "wandb", "tensorboard"],
+    "evaluator": ["local", "pool", "ray"],
     "budget": ["smoke", "default", "paper", "nb201"],
 }
 
@@ -30,8 +35,115 @@ def test_every_option_composes(group, option):
             validate_config(cfg)
         cfg = compose_config(f"{group}={option}", "experiment=paper_nb201",
                              f"nb201.table={__file__}")  # validation only checks it exists
-    if group != "llm":
+    if group == "llm" and OmegaConf.is_missing(cfg.llm, "model"):
+        cfg = compose_config(f"{group}={option}", "llm.model=/models/some-model")
+    validate_config(cfg)
+
+
+# What the README's table promises of each preset.
+PRESET_PROMISES = {
+    "codegen6b": {"model": "Salesforce/codegen-6B-mono", "torch_dtype": "float32",
+                  "max_new_tokens": 350, "prompt_format": "completion"},
+    "qwen_coder": {"model": "Qwen/Qwen2.5-Coder-7B-Instruct", "torch_dtype": "bfloat16",
+                   "prompt_format": "chat"},
+    "hf": {"prompt_format": "completion"},
+    "vllm": {"base_url": "http://127.0.0.1:8000/v1", "prompt_format": "chat"},
+    "ollama": {"base_url": "http://127.0.0.1:11434/v1", "prompt_format": "chat"},
+    "openai": {"base_url": None, "prompt_format": "chat"},
+    "rules": {"prompt_format": "completion"},
+}
+
+
+@pytest.mark.parametrize("preset", LLM_PRESETS)
+def test_every_llm_preset_matches_its_constructor_and_the_readme(preset):
+    """Every key a preset sets is an argument of its generator (a typo in conf/llm/*.yaml,
+    or a key the constructor dropped, fails here), and it is the preset the README lists."""
+    from hydra.utils import get_class
+
+    from llmatic.config.build import LLM_SEARCH_KEYS
+
+    cfg = compose_config(f"llm={preset}")
+    assert preset in PRESET_PROMISES, f"conf/llm/{preset}.yaml is not in the README's table"
+    for key, value in PRESET_PROMISES[preset].items():
+        assert cfg.llm[key] == value, (preset, key)
+    params = inspect.signature(get_class(cfg.llm._target_).__init__).parameters
+    keys = set(cfg.llm.keys()) - {"_target_", *LLM_SEARCH_KEYS}
+    assert keys <= set(params), (preset, sorted(keys - set(params)))
+    required = {n for n, p in params.items() if n != "self" and p.default is p.empty
+                and p.kind is not p.VAR_KEYWORD}
+    assert required <= keys, (preset, sorted(required - keys))
+    if "trust_remote_code" in params:
+        assert cfg.llm.trust_remote_code is False
+
+
+@pytest.mark.parametrize("preset", ["hf", "codegen6b", "qwen_coder"])
+def test_hf_presets_build_their_generator_on_a_tiny_model(preset, tiny_gpt2_dir):
+    """The preset's own values reach from_pretrained (only the weights and the token budget
+    are swapped for the tiny test model's)."""
+    from llmatic.config.build import build_generator
+
+    cfg = compose_config(f"llm={preset}", f"llm.model={tiny_gpt2_dir}",
+                         "llm.max_new_tokens=16", "llm.cache=false")
+    validate_config(cfg)
+    gen = build_generator(cfg)
+    assert gen.name == f"hf:{tiny_gpt2_dir}"
+    dtype = {"float32": "float32", "bfloat16": "bfloat16", "auto": "float32"}
+    assert str(gen.model.dtype) == f"torch.{dtype[cfg.llm.torch_dtype]}"
+    assert gen.stop == tuple(cfg.llm.stop)
+
+
+@pytest.mark.parametrize("preset", ["vllm", "ollama", "openai"])
+def test_openai_presets_build_and_answer_through_a_local_server(preset):
+    """The preset, pointed at a local OpenAI-compatible server (a stand-in: no network
+    here), probes it at start-up and gets a completion through the cache."""
+    from openai_server import FakeOpenAIServer
+
+    from llmatic.config.build import build_generator
+    from llmatic.types import GenerationRequest
+
+    model = compose_config(f"llm={preset}", "llm.model=some-model").llm.model
+    with FakeOpenAIServer(models=(model,)) as server:
+        cfg = compose_config(f"llm={preset}", f"llm.model={model}",
+                             f"llm.base_url={server.base_url}", "llm.api_key=test")
         validate_config(cfg)
+        gen = build_generator(cfg)
+        try:
+            [c] = gen.generate([GenerationRequest(prompt="write a net", temperature=0.5,
+                                                  instruction="", parents=(), seed=0)])
+        finally:
+            getattr(gen, "close", lambda: None)()
+        assert c.ok and "class Net" in c.text, c
+        assert [r["path"] for r in server.requests][0].endswith("/models")
+        post = server.completion_requests[0]
+        assert post["body"]["model"] == model and "messages" in post["body"]  # chat
+
+
+def test_trust_remote_code_false_never_runs_a_models_own_code(tiny_gpt2_dir, tmp_path):
+    """A checkpoint that ships its own modelling code (config.json's auto_map) loads with the
+    library's classes under llm.trust_remote_code=false: its code is never imported."""
+    import json
+    import shutil
+
+    from llmatic.config.build import build_generator
+
+    model = tmp_path / "remote_code_model"
+    shutil.copytree(tiny_gpt2_dir, model)
+    marker = tmp_path / "remote_code_ran"
+    (model / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "class EvilConfig(GPT2Config):\n    pass\n"
+        "class EvilModel(GPT2LMHeadModel):\n    config_class = EvilConfig\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig",
+                          "AutoModelForCausalLM": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    cfg = compose_config("llm=hf", f"llm.model={model}", "llm.max_new_tokens=16",
+                         "llm.cache=false")
+    assert cfg.llm.trust_remote_code is False  # the default
+    gen = build_generator(cfg)
+    assert type(gen.model).__name__ == "GPT2LMHeadModel"
+    assert not marker.exists(), "the checkpoint's own code was imported"
 
 
 def test_paper_budget_and_instructions():

@@ -58,7 +58,7 @@ def test_searches_in_one_process_share_one_server_that_dies_with_the_process(tmp
     import sys
 
     script = f"""
-import json, sys, time
+import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import compose_config
 from llmatic.sandbox import evaluators
@@ -66,11 +66,10 @@ from llmatic.config import run_search
 from llmatic.rundir import read_history
 out = []
 for i in range(2):
-    t = time.perf_counter()
     cfg = compose_config("budget=smoke", "budget.generations=1",
                          "budget.candidates_per_generation=2", f"seed={{i}}")
     s = run_search(cfg, {str(tmp_path)!r} + f"/r{{i}}", show_progress=False)
-    out.append({{"seconds": time.perf_counter() - t, "ok": s["status_counts"].get("ok"),
+    out.append({{"ok": s["status_counts"].get("ok"),
                 "servers": [b._proc.pid for b in evaluators._SHARED.values()]}})
 print("RESULT " + json.dumps(out))
 """
@@ -82,5 +81,4 @@ print("RESULT " + json.dumps(out))
     first, second = json.loads(line[len("RESULT "):])
     assert first["ok"] == second["ok"] == 3
     assert first["servers"] == second["servers"] and len(first["servers"]) == 1
-    assert second["seconds"] < first["seconds"] / 2  # no second import of torch/Lightning
     assert not Path(f"/proc/{first['servers'][0]}").exists()  # stopped at exit

@@ -60,5 +60,4 @@ def test_default_recipe_trains_reference_networks(tmp_path, name, source):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == "ok", out
     assert out["val_accuracy"] >= 0.95, out
-    # Budget: <= 3 s of training on one core (slack for a loaded CI machine).
-    assert out["timings"]["train"] <= 6.0, out["timings"]
+    # Its speed is measured by `make bench` (benchmarks/mnist5k_recipe.py), not asserted here.

@@ -398,7 +398,21 @@ def test_random_failures_never_raise_and_are_accounted():
         assert sum(c.attempts for c in out) == len(faults)
         for c in out:
             assert c.ok or "after 6 attempts" in c.error
-        assert sum(c.ok for c in out) + sum(not c.ok for c in out) == 20
+        # Per prompt: its completion is ok exactly when its last HTTP call was not a fault,
+        # it made one attempt per call, and a failure means every one of its 6 calls failed.
+        calls: dict[str, list] = {}
+        for p in s.completion_requests:
+            calls.setdefault(p["body"]["messages"][-1]["content"], []).append(p["fault"])
+        for i, c in enumerate(out):
+            mine = calls[f"prompt {i}"]
+            assert c.attempts == len(mine)
+            assert c.ok == (mine[-1] is None), (i, mine, c.error)
+            assert all(mine[:-1])  # a success is never asked again
+            if c.ok:
+                assert "class Net" in c.text
+            else:
+                assert len(mine) == 6 and c.text == ""
+        assert sum(c.ok for c in out) == faults.count(None) >= 1
         assert max(c.attempts for c in out) > 1
 
 

@@ -329,17 +329,40 @@ def test_crossover_never_gives_back_a_parent():
             assert build(source, shape).output.shape == (2, NUM_CLASSES)
 
 
-def test_a_crossover_whose_every_splice_is_a_parent_says_so(monkeypatch):
-    # Stand-ins: a splice that keeps the first parent and no head fixes, so that every cut
-    # gives a parent back (real parents where that holds are rare: the fixes change heads).
-    from llmatic.llm.rules import crossover as rules
+LINEAR = """import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-    monkeypatch.setattr(rules, "_llm_fixes", lambda net, ctx, bottlenecks=True: [])
-    monkeypatch.setattr(rules, "_splice", lambda a, b, pa, pb: None)
-    seed = seed_network((1, 8, 8), NUM_CLASSES)
-    (same,) = RuleBasedMutator(seed=0).generate([request(CROSSOVER, seed, seed)])
-    assert same.text == ""
-    assert "every shape-compatible splice gives back one of the parents" in same.error
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        x = self.fc(x)
+        return x
+"""
+
+
+def test_a_crossover_whose_every_splice_is_a_parent_says_so():
+    # Real parents where every cut gives a parent back: a linear classifier crossed with
+    # itself (its only shape-compatible splices rebuild it), cold and hot, either order.
+    for s in range(3):
+        for t in (0.1, 0.9):
+            (same,) = RuleBasedMutator(seed=s).generate(
+                [request(CROSSOVER, LINEAR, LINEAR, temperature=t, seed=s)])
+            assert same.text == "", (s, t)
+            assert "every shape-compatible splice gives back one of the parents" in same.error
+    # The same parent with a hidden layer has other cuts: a child that is not a copy.
+    from llmatic.search import source_key
+
+    deeper = child(RuleBasedMutator(seed=0), "Add fully connected layer", LINEAR,
+                   temperature=0.1, seed=0)
+    source = child(RuleBasedMutator(seed=0), CROSSOVER, deeper, LINEAR, temperature=0.9,
+                   seed=1)
+    assert source_key(source) not in {source_key(deeper), source_key(LINEAR)}
 
 
 def test_hot_crossover_of_two_chains_stays_valid():
