@@ -1,4 +1,4 @@
-"""llmatic.report.figures: real runs, numbers recomputed from history.jsonl, CI math, CLI,
+"""llmatic.report.figures: real runs, numbers recomputed from history.jsonl, interval math, CLI,
 notebook."""
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from conftest import SMOKE, compose_config
 from llmatic.cli import figures as figures_cli
 from llmatic.report import figures
 
-# Two seeds of the full method and one of an ablation: a group with a real interval and a
-# group whose interval collapses to its single seed. Each search takes ~30 s on 2 cores.
+# Two seeds of the full method and one of an ablation: groups too small for an interval
+# (their figures show the seeds instead). Each search takes ~30 s on 2 cores.
 RUNS = (("llmatic", 0), ("llmatic", 1), ("mutation_only", 0))
 STEMS = ("best_fitness", "best_loss", "filled_niches", "valid_fraction")
-T_975 = {1: 12.706204736174705, 2: 4.302652729911275}  # t quantiles, from tables
 
 
 # --------------------------------------------------------------------------------------
@@ -109,12 +108,10 @@ def test_figure_data_equals_values_recomputed_from_the_run_files(multirun, cli_o
                     group, metric, seed)
             for g in got["generations"]:
                 values = [expected[s][metric][g] for s in by_seed]
-                mean = statistics.mean(values)
-                half = 0.0 if len(values) == 1 else (
-                    T_975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values)))
-                assert got["mean"][g] == pytest.approx(mean)
-                assert got["ci_low"][g] == pytest.approx(mean - half)
-                assert got["ci_high"][g] == pytest.approx(mean + half)
+                assert got["mean"][g] == pytest.approx(statistics.mean(values))
+                assert got["n"][g] == len(values)
+                # One or two seeds: no interval (null in the JSON), not a t-band from 2 points.
+                assert got["ci_low"][g] is None and got["ci_high"][g] is None
 
 
 @pytest.mark.slow
@@ -156,24 +153,56 @@ def test_load_runs_finds_nested_runs_once(multirun):
 # --------------------------------------------------------------------------------------
 # Hand-made numbers
 # --------------------------------------------------------------------------------------
-def test_mean_ci_by_hand():
-    mean, low, high = figures.mean_ci([1.0, 2.0, 3.0])  # sd 1, n 3
-    half = T_975[2] / math.sqrt(3)
-    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
-    mean, low, high = figures.mean_ci([1.0, math.nan, 3.0])  # NaN ignored: n 2, sd sqrt 2
-    assert (mean, low, high) == pytest.approx((2.0, 2.0 - T_975[1], 2.0 + T_975[1]))
-    assert figures.mean_ci([0.5]) == (0.5, 0.5, 0.5)  # one seed: no interval
+def test_mean_ci_is_a_bootstrap_interval_by_hand():
+    # Three seeds: 1 of the 27 equally likely resamples is all 1s (3.7% > 2.5%), so the
+    # exact bootstrap quantiles are the extremes.
+    assert figures.mean_ci([1.0, 2.0, 3.0]) == (2.0, 1.0, 3.0)
+    # Five seeds 0,0,0,0,1: a resample's mean is k/5 with k ~ Binomial(5, 0.2);
+    # P(k=0) = 0.33 > 2.5% and P(k>=3) = 5.8% > 2.5% > P(k>=4) = 0.67%: interval [0, 0.6].
+    assert figures.mean_ci([0.0, 0.0, 0.0, 0.0, 1.0]) == pytest.approx((0.2, 0.0, 0.6))
+    assert figures.mean_ci([1.0, math.nan, 3.0]) == (2.0, *(pytest.approx(math.nan, nan_ok=True),) * 2)
+    mean, low, high = figures.mean_ci([0.0, 1.0])  # two seeds: no interval
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
+    assert math.isnan(figures.mean_ci([0.5])[1])
     assert all(math.isnan(v) for v in figures.mean_ci([]))
-    assert figures.mean_ci([0.0, 1.0], confidence=0.9)[2] == pytest.approx(
-        0.5 + 6.313751514675041 * math.sqrt(0.5) / math.sqrt(2))
+
+
+def test_intervals_stay_inside_what_the_quantity_can_take():
+    from scipy import stats
+
+    accuracy = [0.2, 0.99, 1.0, 1.0]
+    counts = [0.0, 0.0, 0.0, 9.0]
+    for values, bounds in ((accuracy, (0.0, 1.0)), (counts, (0.0, math.inf))):
+        mean = statistics.mean(values)
+        half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / 2
+        assert not (bounds[0] <= mean - half and mean + half <= bounds[1])  # a t-band leaves
+        _, low, high = figures.mean_ci(values, bounds=bounds)
+        assert bounds[0] <= min(values) <= low < mean < high <= max(values) <= bounds[1]
+    assert figures.BOUNDS["best_val_accuracy"] == (0.0, 1.0)
+    assert figures.mean_ci([2.0, 2.0, 2.0], bounds=(0.0, 1.0))[1:] == (1.0, 1.0)  # clipped
 
 
 def test_aggregate_handles_runs_of_different_length():
-    agg = figures.aggregate({"0": [1.0, 2.0, 3.0], "1": [3.0, 4.0]})
+    agg = figures.aggregate({"0": [1.0, 2.0, 3.0], "1": [3.0, 4.0], "2": [2.0, 3.0]})
     assert agg["generations"] == [0, 1, 2]
     assert agg["mean"] == pytest.approx([2.0, 3.0, 3.0])
-    assert agg["ci_low"][2] == agg["ci_high"][2] == 3.0
-    assert agg["ci_high"][0] == pytest.approx(2.0 + T_975[1] * 1.0)
+    assert agg["n"] == [3, 3, 1]
+    assert (agg["ci_low"][0], agg["ci_high"][0]) == (1.0, 3.0)
+    assert math.isnan(agg["ci_low"][2]) and math.isnan(agg["ci_high"][2])
+    assert "bootstrap" in agg["interval"]
+
+
+def test_legends_say_how_many_seeds_a_curve_rests_on():
+    a = {"best_val_accuracy": figures.aggregate({"0": [0.5, 0.9], "1": [0.6, 1.0]})}
+    b = {"best_val_accuracy": figures.aggregate({str(i): [0.5, 0.9 + i / 20] for i in range(3)},
+                                                bounds=(0.0, 1.0))}
+    fig = figures.plot_metric({"two": a, "three": b}, "best_val_accuracy")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["two (n=2 seeds, too few for an interval)", "three (n=3 seeds)"]
+    assert "bootstrap" in ax.get_title()
+    band = ax.collections[-1].get_paths()[0].vertices  # the 3-seed group's band
+    assert band[:, 1].max() <= 1.0 and band[:, 1].min() >= 0.5
 
 
 def record(gen: int, status: str = "ok", acc: float | None = None, loss: float | None = None):
@@ -226,8 +255,8 @@ def test_series_groups_and_sweep_labels_on_hand_made_runs():
     acc = data["llmatic p=0.3"]["best_val_accuracy"]
     assert acc["per_seed"] == {"1": [0.3, 0.3, 0.5], "0": [0.5, 0.5, 0.7]}
     assert acc["mean"] == pytest.approx([0.4, 0.4, 0.6])
-    assert acc["ci_high"][2] == pytest.approx(0.6 + T_975[1] * 0.1)
-    assert data["mutation_only"]["best_val_accuracy"]["ci_low"] == [0.1]
+    assert math.isnan(acc["ci_high"][2])  # two seeds: no interval
+    assert data["mutation_only"]["best_val_accuracy"]["n"] == [1]
 
 
 def test_heatmaps_of_grid_archives_and_empty_prompt_archives(tmp_path):

@@ -4,7 +4,8 @@ Read top to bottom: :mod:`~llmatic.report.figures.runs` loads run directories (a
 multirun, any mix) or W&B runs; :mod:`~llmatic.report.figures.series` turns each run's
 ``history.jsonl`` into per-generation series, groups runs by ablation (and by ``p_mutation``
 where a sweep varies it within an ablation) and aggregates each group as the mean over seeds
-with a 95% t-interval; :mod:`~llmatic.report.figures.plots` draws the curves and both
+with a 95% bootstrap interval (none below three seeds); :mod:`~llmatic.report.figures.plots`
+draws the curves and both
 archive heatmaps; :mod:`~llmatic.report.figures.make` writes them all, with
 ``figures_data.json``. The command line is :mod:`llmatic.cli.figures`.
 """
@@ -30,6 +31,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ),
         "series": (
             "ABLATION_ORDER",
+            "BOUNDS",
+            "MIN_SEEDS",
             "SERIES",
             "aggregate",
             "best_accuracy_series",

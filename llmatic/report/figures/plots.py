@@ -1,6 +1,7 @@
 """Figures of :mod:`llmatic.report.figures.series` data and of a run's two archives.
 
-Curves: one line per group (mean over seeds) with its shaded confidence interval. Heatmaps,
+Curves: one line per group (mean over seeds) with its shaded bootstrap interval (none, and
+the seeds drawn instead, below three seeds; the legend gives each group's seed count). Heatmaps,
 from the run's last checkpoint: the network archive (a 2-D CVT archive as its Voronoi cells,
 else a scatter of the elites' descriptors) and the prompt archive (instruction x
 temperature, coloured by curiosity).
@@ -19,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from llmatic.report.figures.runs import Run, config_value, load_state
-from llmatic.report.figures.series import SERIES
+from llmatic.report.figures.series import MIN_SEEDS, SERIES
 
 
 # --------------------------------------------------------------------------------------
@@ -43,8 +44,13 @@ def _draw_curves(ax: Any, data: Mapping[str, Mapping[str, Any]], metric: str) ->
         if gens.size == 0 or np.isnan(mean).all():
             continue
         n = len(series["per_seed"])
-        ax.plot(gens, mean, color=colors[label], marker="o", ms=3,
-                label=f"{label} (n={n})")
+        if n < MIN_SEEDS:  # too few for an interval: show the seeds themselves
+            note = f"n={n} seed{'s' if n > 1 else ''}, too few for an interval"
+            for values in series["per_seed"].values():
+                ax.plot(gens[:len(values)], values, color=colors[label], lw=0.8, alpha=0.45)
+        else:
+            note = f"n={n} seeds"
+        ax.plot(gens, mean, color=colors[label], marker="o", ms=3, label=f"{label} ({note})")
         ax.fill_between(gens, np.asarray(series["ci_low"], dtype=float),
                         np.asarray(series["ci_high"], dtype=float),
                         color=colors[label], alpha=0.2, lw=0)
@@ -56,9 +62,16 @@ def _draw_curves(ax: Any, data: Mapping[str, Mapping[str, Any]], metric: str) ->
         ax.legend(fontsize="small")
 
 
+#: What the shaded band is (figure titles).
+BAND = f"mean over seeds; band: 95% bootstrap interval, from {MIN_SEEDS}+ seeds"
+
+
 def plot_metric(data: Mapping[str, Mapping[str, Any]], metric: str,
                 title: str | None = None) -> Figure:
-    """One curve per group (mean over seeds, shaded 95% interval) of one series.
+    """One curve per group (mean over seeds, shaded 95% bootstrap interval) of one series.
+
+    A group of fewer than :data:`~llmatic.report.figures.series.MIN_SEEDS` seeds has no band;
+    its seeds are drawn as thin lines and its legend entry says so.
 
     Args:
         data: :func:`figure_data` output.
@@ -68,7 +81,7 @@ def plot_metric(data: Mapping[str, Mapping[str, Any]], metric: str,
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
     _draw_curves(ax, data, metric)
-    ax.set_title(title or f"{SERIES[metric]} (mean, 95% CI over seeds)")
+    ax.set_title(title or f"{SERIES[metric]}\n({BAND})", fontsize="medium")
     if metric == "valid_fraction":
         ax.set_ylim(-0.03, 1.03)
     return fig
@@ -82,7 +95,7 @@ def plot_filled_niches(data: Mapping[str, Mapping[str, Any]]) -> Figure:
         _draw_curves(ax, data, metric)
         ax.set_ylabel("cells filled")
         ax.set_title(title)
-    fig.suptitle("filled niches (mean, 95% CI over seeds)")
+    fig.suptitle(f"filled niches ({BAND})")
     return fig
 
 

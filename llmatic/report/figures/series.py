@@ -3,8 +3,10 @@
 Every series is indexed by generation 0..G (NaN where unknown) and computed from the run's
 ``history.jsonl``; only the filled archive cells come from ``metrics.csv`` (or, without it,
 the per-generation checkpoints). :func:`figure_data` groups the runs (:func:`group_runs`),
-and :func:`aggregate` gives each group's mean with a t confidence interval over seeds: the
-content of ``figures_data.json`` (:func:`write_data`).
+and :func:`aggregate` gives each group's mean over seeds with a percentile-bootstrap interval of
+that mean (inside the quantity's bounds: an accuracy stays in [0, 1], a count at or above 0; no
+interval from fewer than :data:`MIN_SEEDS` seeds): the content of ``figures_data.json``
+(:func:`write_data`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ SERIES = {
     "network_cells": "network archive: cells filled",
     "prompt_cells": "prompt archive: cells filled",
 }
+
+#: What each series can take: intervals are kept inside (an accuracy is never above 1, a
+#: count never below 0).
+BOUNDS = {
+    "best_val_accuracy": (0.0, 1.0),
+    "best_val_loss": (0.0, math.inf),
+    "valid_fraction": (0.0, 1.0),
+    "network_cells": (0.0, math.inf),
+    "prompt_cells": (0.0, math.inf),
+}
+#: Fewer seeds than this get no interval (a band from two points says nothing).
+MIN_SEEDS = 3
+#: Bootstrap resamples per interval (seeded: the same runs give the same figure).
+RESAMPLES = 4000
 
 
 # --------------------------------------------------------------------------------------
@@ -200,53 +216,71 @@ def seed_keys(runs: Sequence[Run]) -> list[str]:
     return keys
 
 
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t confidence interval of the finite values.
+def mean_ci(values: Iterable[float], confidence: float = 0.95,
+            bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
+    """Mean and two-sided percentile-bootstrap interval of the mean of the finite values.
+
+    The interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the
+    means of :data:`RESAMPLES` resamples (with replacement, seeded), so it lies between the
+    smallest and the largest value and never beyond what the quantity can take; it is
+    clipped to ``bounds`` as well. A t interval from 2 seeds of an accuracy ran from -1 to 1.4.
 
     Args:
         values: One value per seed (NaN ignored).
         confidence: Coverage of the interval.
+        bounds: The least and greatest value the quantity can take.
 
     Returns:
-        ``(mean, low, high)``: NaN for no values, ``low == high == mean`` for one.
+        ``(mean, low, high)``: NaN for no values; ``low`` and ``high`` NaN (no interval) for
+        fewer than :data:`MIN_SEEDS` values.
     """
-    from scipy import stats
-
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if x.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(x.mean())
-    if x.size == 1:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1)
-                 / math.sqrt(x.size))
-    return mean, mean - half, mean + half
+    if x.size < MIN_SEEDS:
+        return mean, math.nan, math.nan
+    rng = np.random.default_rng(0)
+    means = x[rng.integers(0, x.size, size=(RESAMPLES, x.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    lo_bound, hi_bound = bounds
+    return mean, float(min(max(low, lo_bound), hi_bound)), float(max(min(high, hi_bound),
+                                                                     lo_bound))
 
 
-def aggregate(per_seed: Mapping[str, Sequence[float]],
-              confidence: float = 0.95) -> dict[str, Any]:
-    """Mean and confidence interval per generation over seeds (runs may differ in length).
+def aggregate(per_seed: Mapping[str, Sequence[float]], confidence: float = 0.95,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+    """Mean and bootstrap interval per generation over seeds (runs may differ in length).
 
     Args:
         per_seed: seed key -> values for generations 0, 1, ...
         confidence: Coverage of the interval.
+        bounds: The least and greatest value the quantity can take (see :func:`mean_ci`).
 
     Returns:
-        ``{generations, mean, ci_low, ci_high, per_seed}`` as lists (NaN where no seed
-        has a value).
+        ``{generations, mean, ci_low, ci_high, n, interval, per_seed}``: lists per
+        generation (NaN where no seed has a value; ``ci_*`` NaN where fewer than
+        :data:`MIN_SEEDS` seeds do), ``n`` the seeds behind each generation and
+        ``interval`` what the band is.
     """
     length = max((len(v) for v in per_seed.values()), default=0)
-    mean, low, high = [], [], []
+    mean, low, high, count = [], [], [], []
     for g in range(length):
-        m, lo, hi = mean_ci([v[g] for v in per_seed.values() if g < len(v)], confidence)
+        values = [v[g] for v in per_seed.values()
+                  if g < len(v) and v[g] is not None and math.isfinite(v[g])]
+        m, lo, hi = mean_ci(values, confidence, bounds)
         mean.append(m)
         low.append(lo)
         high.append(hi)
+        count.append(len(values))
     return {
         "generations": list(range(length)),
         "mean": mean,
         "ci_low": low,
         "ci_high": high,
+        "n": count,
+        "interval": f"{confidence:.0%} percentile bootstrap of the mean over seeds "
+                    f"({RESAMPLES} resamples; none from fewer than {MIN_SEEDS} seeds)",
         "per_seed": {k: [float(x) for x in v] for k, v in per_seed.items()},
     }
 
@@ -259,7 +293,7 @@ def figure_data(runs: Sequence[Run], confidence: float = 0.95) -> dict[str, dict
         keys = seed_keys(members)
         data[label] = {
             metric: aggregate({k: s[metric] for k, s in zip(keys, series, strict=True)},
-                              confidence)
+                              confidence, BOUNDS[metric])
             for metric in SERIES
         }
     return data
