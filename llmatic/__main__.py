@@ -1,8 +1,18 @@
-"""The Hydra app: ``llmatic [overrides]`` or ``python -m llmatic [overrides]``."""
+"""The Hydra app: ``llmatic [overrides]`` or ``python -m llmatic [overrides]``.
+
+Before Hydra starts, :func:`main` checks the command line: an override that does not compose
+(a typo in a key or a group option), ``hydra/launcher=slurm`` where Slurm's ``srun`` is missing
+and ``resume=`` of a directory that holds no run are one named line on stderr (exit 2), and
+nothing is written. A resume logs into the run it continues (no new ``outputs/DATE/TIME``).
+A command that fails before its search evaluated anything removes the run directory Hydra
+made for it (only ``.hydra/``, the log and the saved config were in it).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +30,8 @@ from llmatic.config import (
 
 log = logging.getLogger("llmatic")
 
+#: What a run directory holds before its search has evaluated anything.
+_STARTUP_FILES = {".hydra", "config.yaml"}
 
 
 def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
@@ -38,15 +50,40 @@ def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
         cfg.logger.name = name
 
 
+def remove_if_unused(run_dir: Path) -> bool:
+    """Remove ``run_dir`` if nothing but start-up files is in it (a failed command's folder).
+
+    Start-up files are Hydra's ``.hydra/``, its log and the saved ``config.yaml``: the search
+    had not evaluated anything. An empty ``outputs/DATE`` (and ``outputs``) above it goes too.
+    """
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return False
+    if any(e.name not in _STARTUP_FILES and not (e.is_file() and e.suffix == ".log")
+           for e in entries):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name):  # Hydra's outputs/DATE/TIME
+        for folder in (parent, parent.parent):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+    return True
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="search")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from llmatic.errors import DatasetError, RunDirectoryError
 
+    resuming = bool(cfg.resume)
     run_dir = Path(cfg.resume or HydraConfig.get().runtime.output_dir)
     try:
-        if cfg.resume:
+        if resuming:
             cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
             run_dir = Path(cfg.resume)
         else:
@@ -54,23 +91,136 @@ def _app(cfg: DictConfig) -> float | None:
         validate_config(cfg)  # before the heavy imports below
         preflight(cfg)
         _name_wandb_run(cfg, HydraConfig.get())
-        summary = run_search(cfg, run_dir, resume=bool(cfg.resume))
-    except (ConfigError, DatasetError) as exc:
-        print(f"llmatic: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except RunDirectoryError as exc:
-        print(f"llmatic: error: {exc}", file=sys.stderr)
-        sys.exit(3)
+        summary = run_search(cfg, run_dir, resume=resuming)
     except KeyboardInterrupt:
         print(f"\nllmatic: interrupted; continue with: llmatic resume={run_dir}", file=sys.stderr)
         sys.exit(130)
+    except BaseException as exc:
+        if not resuming and remove_if_unused(Path(HydraConfig.get().runtime.output_dir)):
+            log.debug("removed the unused run directory of a failed command")
+        if isinstance(exc, (ConfigError, DatasetError)):
+            print(f"llmatic: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(exc, RunDirectoryError):
+            print(f"llmatic: error: {exc}", file=sys.stderr)
+            sys.exit(3)
+        raise
     print(f"run directory: {run_dir}")
     # Returned for Hydra sweepers (e.g. Optuna) that optimise a scalar.
     return summary["network_archive"]["best_fitness"]
 
 
+# --------------------------------------------------------------------------------------
+# The command line, checked before Hydra makes a run directory
+# --------------------------------------------------------------------------------------
+def _flat_keys(node, prefix: str = "") -> list[str]:  # noqa: ANN001
+    from omegaconf import OmegaConf
+
+    keys = []
+    if OmegaConf.is_dict(node):
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            try:
+                keys += _flat_keys(node._get_node(key), f"{path}.")
+            except Exception:  # noqa: BLE001 - an unresolvable node has no children to offer
+                pass
+    return keys
+
+
+def _nearest_key(key: str) -> str | None:
+    """The config key closest to a mistyped one (None when nothing is close)."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            base = compose(config_name="search")
+    except Exception:  # noqa: BLE001 - a suggestion is a courtesy
+        return None
+    match = difflib.get_close_matches(key, _flat_keys(base), n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def _one_line(exc: Exception, overrides: list[str]) -> str:
+    """A Hydra composition error as one line that names the override and the fix."""
+    text = str(exc)
+    missing = re.search(r"Could not override '([^']+)'", text)
+    if missing:
+        key = missing.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0].lstrip("~") == key), key)
+        near = _nearest_key(key)
+        hint = f"did you mean {near}? " if near else ""
+        return f"{given}: no such key ({hint}a new key needs a leading +: +{given.lstrip('~')})"
+    group = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)
+    if group:
+        found = ", ".join(o.strip() for o in options.group(1).splitlines()) if options else ""
+        return (f"{group.group(1)}={group.group(2)}: no such option"
+                + (f"; choose one of: {found}" if found else ""))
+    first = text.split("\n\n")[0].split("Config search path")[0]
+    return " ".join(first.split())
+
+
+def check_command_line(argv: list[str]) -> str | None:
+    """What is wrong with ``argv`` before anything runs (None: go ahead).
+
+    Checks that the overrides compose (single runs), that a Slurm launcher can find
+    ``srun`` and that ``resume=DIR`` names a run directory.
+    """
+    overrides = [a for a in argv if not a.startswith("-")]
+    if any(o in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for o in overrides) \
+            and shutil.which("srun") is None:
+        return ("hydra/launcher=slurm: Slurm's srun is not on PATH; run the sweep on a Slurm "
+                "login node, or drop the launcher (hydra/launcher=parallel runs the jobs here)")
+    resume = _resume_value(argv)
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        if not (run_dir / "config.yaml").exists() and not (run_dir / ".hydra" / "config.yaml") \
+                .exists():
+            what = ("no such directory" if not run_dir.exists()
+                    else "not an llmatic run directory (no config.yaml)")
+            return (f"resume={resume}: {what}; give the directory a run printed "
+                    "(outputs/DATE/TIME)")
+    if len(overrides) != len(argv):  # flags (-m, --cfg, -cn ...): Hydra checks them itself
+        return None
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name="search", overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - every composition error is the user's to fix
+        return _one_line(exc, overrides)
+    return None
+
+
+def _resume_value(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null", "None"):
+            return arg.split("=", 1)[1].strip("'\"")
+    return None
+
+
+def _log_into_resumed_run(argv: list[str]) -> list[str]:
+    """``resume=DIR`` (one run): Hydra logs into DIR and makes no new output directory."""
+    if any(a in ("-m", "--multirun") or a.startswith(("hydra.run.dir=", "-")) for a in argv):
+        return argv
+    resume = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    if resume is None or _resume_value(argv) is None:
+        return argv
+    # output_subdir=null: the resumed run's own .hydra/ (its original config) stays as it was.
+    return [*argv, f"hydra.run.dir={resume}", "hydra.output_subdir=null"]
+
+
 def main() -> None:
     """Console-script entry point."""
+    argv = sys.argv[1:]
+    problem = check_command_line(argv)
+    if problem is not None:
+        print(f"llmatic: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv[1:] = _log_into_resumed_run(argv)
     _app()
 
 

@@ -4,7 +4,9 @@ relative ``LLMATIC_RUN_DIR`` in the figures notebook."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,6 +214,9 @@ def test_ctrl_c_stops_within_seconds_and_resumes(tmp_path, shared_sandbox):
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # The resume logged into the run it continued and made no outputs/DATE/TIME of its own.
+    assert not (tmp_path / "outputs").exists()
+    assert f"resuming {run_dir}" in (run_dir / "__main__.log").read_text()
     reference = tmp_path / "reference"
     run_search(compose_config(*ARGS), reference, show_progress=False, sandbox=shared_sandbox)
 
@@ -244,3 +249,65 @@ def test_nb201_report_does_not_count_hydra_folders_as_unfinished_runs(tmp_path, 
     assert nb201_main(["report", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "1 nb201 run(s)" in out and str(tmp_path / "2") in out and ".hydra" not in out
+
+
+# --------------------------------------------------------------------------------------
+# Messages: the progress line, percent in NAS-Bench-201 runs
+# --------------------------------------------------------------------------------------
+def test_progress_line_names_both_archives_and_never_prints_negative_zero():
+    from llmatic.search.loop import progress_info
+    from llmatic.search.metrics import exploration_metrics
+
+    one = exploration_metrics([{"instruction_id": 3, "temperature": 0.5}] * 4, instructions=5)
+    assert one["instruction_entropy"] == 0.0 and math.copysign(1, one["instruction_entropy"]) > 0
+    metrics = {"network_cells": 10, "prompt_cells": 20, "instruction_entropy": -0.0,
+               "distinct_temperatures": 3}
+    line = progress_info(0.9146, metrics, 0.5)
+    assert "net cells 10  prompt cells 20" in line and "10/20" not in line
+    assert "H 0.0000" in line and "-0.0000" not in line
+    assert progress_info(-1e-9, {**metrics, "instruction_entropy": -1e-12}, 0.5).count("-") == 0
+    assert "best 91.46%" in progress_info(0.9146, metrics, 0.5, percent=True)
+
+
+def test_nb201_elites_are_printed_in_percent_like_its_results(capsys):
+    from llmatic.search.loop import print_elites
+
+    elite = {"candidate_id": 7, "generation": 2, "fitness": 0.9146, "val_accuracy": 0.9146,
+             "params": 1000, "flops": 2e6, "descriptors": {"width_to_depth": 1.0}}
+    summary = {"elites": [elite], "network_archive": {"cells_filled": 1}, "candidates": 9,
+               "generator": "rules"}
+    print_elites(summary)
+    assert "0.9146" in capsys.readouterr().out
+    print_elites({**summary, "nb201": {}})
+    out = capsys.readouterr().out
+    assert "91.46%" in out and "0.9146" not in out
+
+
+# --------------------------------------------------------------------------------------
+# A failed command: one named line, exit 2, no stray outputs/DATE/TIME
+# --------------------------------------------------------------------------------------
+FAILED_COMMANDS = [
+    (["budgett=smoke"], "budgett=smoke: no such key (did you mean budget?"),
+    (["budget.generatons=3"], "did you mean budget.generations?"),
+    (["budget=smok"], "budget=smok: no such option; choose one of: default, nb201, paper, smoke"),
+    (["seed=abc"], "seed: must be an integer >= 0, got 'abc'"),
+    (["operators.p_mutation=1.5"], "operators.p_mutation: must be in [0, 1]"),
+    (["resume=no/such/run"], "resume=no/such/run: no such directory"),
+    (["-m", "hydra/launcher=slurm", "budget=smoke"], "Slurm's srun is not on PATH"),
+    pytest.param(["dataset=cifar10", "dataset.data_dir=nodata", "dataset.download=false"],
+                 "dataset.data_dir", marks=pytest.mark.slow),  # fails after config.yaml
+]
+
+
+@pytest.mark.parametrize(("args", "message"), FAILED_COMMANDS)
+def test_a_failed_command_is_one_named_line_and_leaves_no_run_directory(args, message,
+                                                                          tmp_path):
+    if "hydra/launcher=slurm" in args and shutil.which("srun"):
+        pytest.skip("this machine has Slurm")
+    proc = subprocess.run([sys.executable, "-m", "llmatic", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("llmatic: error: ") and message in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a stray run directory"

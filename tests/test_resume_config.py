@@ -45,7 +45,8 @@ def test_resume_takes_the_allowed_overrides_and_repeated_values(tmp_path):
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path,
-                                                                          shared_sandbox):
+                                                                          shared_sandbox,
+                                                                          capsys):
     # What Hydra leaves when the process dies during start-up: .hydra/ and the log.
     (tmp_path / ".hydra").mkdir()
     cfg = compose_config(*SMOKE, "budget.generations=1")
@@ -58,3 +59,24 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
     assert history[0]["operator"] == "seed"
     assert summary["candidates"] == len(history) == 1 + cfg.budget.candidates_per_generation
     assert (tmp_path / "config.yaml").exists()
+    # Resumed again once finished: it says nothing was left to do and changes nothing.
+    capsys.readouterr()
+    again = run_search(resumed, tmp_path, resume=True, show_progress=False,
+                       sandbox=shared_sandbox)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already finished its 1 generations: nothing left to do" in err
+    assert read_history(tmp_path) == history and again["candidates"] == summary["candidates"]
+
+
+def test_the_readme_lists_every_override_a_resume_may_change():
+    from pathlib import Path
+
+    from llmatic.config import RESUMABLE_OVERRIDES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("# continue an interrupted run")
+    paragraph = readme[start:readme.index("resume=outputs/", start)]
+    missing = [key for key in RESUMABLE_OVERRIDES if f"{key}" not in paragraph]
+    assert not missing, f"README's resume comment does not list {missing}"
+    search_yaml = (Path(__file__).resolve().parent.parent / "conf" / "search.yaml").read_text()
+    assert "refused" in search_yaml[search_yaml.index("resume: null") - 300:][:300]

@@ -15,13 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from llmatic.errors import ConfigError
 from llmatic.rundir import CONFIG, HYDRA_CONFIG, upgrade_targets
 
-# Overrides that may change when a run is resumed (e.g. to extend it).
-# Paths may move between the interruption and the resume; everything else stays as it was.
 #: Overrides a resume may change: they do not change what the search finds (more
-#: generations, where it logs, how many workers, where a moved table or dataset now lives).
+#: generations, where it logs, how many workers, where a moved table, dataset or completion
+#: cache now lives). The README's resume comment lists the same keys (a test checks).
 RESUMABLE_OVERRIDES = ("budget.generations", "logger", "sandbox.workers", "evaluator.workers",
-                       "evaluator.num_workers", "nb201.table", "dataset.data_dir",
-                       "llm.cache_path")
+                       "nb201.table", "dataset.data_dir", "llm.cache_path")
 
 
 def _value(cfg: DictConfig, key: str):  # noqa: ANN202

@@ -62,6 +62,9 @@ def number(cfg: DictConfig, key: str) -> float:
 
 def _check_budget_and_limits(cfg: DictConfig) -> None:
     """Operator probability, budget, sandbox limits, batch size."""
+    seed = cfg.get("seed")
+    need(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed",
+         f"must be an integer >= 0, got {seed!r}")
     p = number(cfg, "operators.p_mutation")
     need(0.0 <= p <= 1.0, "operators.p_mutation", f"must be in [0, 1], got {p}")
     for key in ("budget.generations", "budget.candidates_per_generation"):

@@ -163,7 +163,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
 
     view = Table(title=f"NAS-Bench-201 {result['dataset']} (seed {result['seed']}, "
                        f"{result['budget']} candidates each)")
-    for column in ("method", "valid acc", "test acc", "valid rank", "best of first 500",
+    for column in ("method", "valid acc (%)", "test acc (%)", "valid rank", "best of first 500",
                    "distinct queries"):
         view.add_column(column)
     for m in result["methods"]:
@@ -182,4 +182,4 @@ def _print(result: dict[str, Any], console: Any) -> None:
                       "NAS-Bench-201 results[/]")
     console.print(f"evaluation rate {result['candidates_per_second_excluding_llm']:.0f} "
                   f"candidates/s excluding LLM time; table optimum (test) "
-                  f"{result['optimum_test_accuracy']:.2f}")
+                  f"{result['optimum_test_accuracy']:.2f}%")

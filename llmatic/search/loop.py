@@ -52,7 +52,12 @@ def run(search: Search, state: SearchState | None, *, logger: Any, run_config: d
             logger.start(run_dir, run_config, resumed=True)
             if hasattr(logger, "truncate"):
                 logger.truncate(state.generation)
-            log.info("resuming %s after generation %d", run_dir, state.generation)
+            if state.generation >= search.settings.generations:
+                console.print(f"[bold]{run_dir} already finished its {state.generation} "
+                              "generations: nothing left to do[/] (raise budget.generations "
+                              "to extend it). Its elites:", soft_wrap=True)
+            else:
+                log.info("resuming %s after generation %d", run_dir, state.generation)
         _loop(search, state, logger, console, show_progress)
         summary = summarize(search, state)
         extra = search.space.finish(search, state, console)
@@ -131,12 +136,8 @@ def _loop(search: Search, state: SearchState, logger: Any, console: Any,
             metrics = search.generation_metrics(state, generation)
             logger.log_generation(metrics, generation)
             save_checkpoint(search.run_dir, state)
-            info = (
-                f"best {_fmt(state.best_fitness)}  cells {metrics['network_cells']}"
-                f"/{metrics['prompt_cells']}  T {state.temperature.current:.2f}"
-                f"  H {_fmt(metrics['instruction_entropy'])}"
-                f"  #T {metrics['distinct_temperatures']}"
-            )
+            info = progress_info(state.best_fitness, metrics, state.temperature.current,
+                                 percent=search.space.name == "nb201")
             bar.update(task, info=info)
             if not show_progress:
                 log.info("generation %d/%d: valid %.0f%%, %s", generation, generations,
@@ -163,8 +164,32 @@ def _render_heatmaps(run_dir: Path) -> list[str]:
         return []
 
 
+def progress_info(best: float | None, metrics: dict[str, Any], temperature: float, *,
+                  percent: bool = False) -> str:
+    """The progress line after a generation: every number named, none read as "x of y".
+
+    ``net cells`` and ``prompt cells`` are the filled cells of the two archives, ``T`` the
+    temperature, ``H`` the instruction-use entropy (1 = every instruction equally often) and
+    ``temps`` the distinct mutation temperatures. ``percent``: the best accuracy in percent
+    (NAS-Bench-201 runs, whose tables and Table 1 are in percent).
+    """
+    shown = _pct(best) if percent else _fmt(best)
+    return (f"best {shown}  net cells {metrics['network_cells']}"
+            f"  prompt cells {metrics['prompt_cells']}  T {temperature:.2f}"
+            f"  H {_fmt(metrics['instruction_entropy'])}"
+            f"  temps {metrics['distinct_temperatures']}")
+
+
+def _pct(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:.2f}%"
+
+
 def _fmt(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{round(value, 4) + 0.0:.4f}"  # + 0.0: never "-0.0000"
 
 
 def _si(value: float) -> str:
@@ -186,6 +211,9 @@ def print_elites(summary: dict[str, Any], console: Any = None) -> None:
 
     names = list(summary["elites"][0]["descriptors"]) if summary["elites"] else []
     net = summary["network_archive"]
+    # NAS-Bench-201 runs show accuracy in percent, as their results table and Table 1 do.
+    percent = "nb201" in summary
+    acc = _pct if percent else (lambda v: f"{v:.4f}")
     table = Table(
         title=f"Elites of the network archive: {net['cells_filled']} cells filled, "
         f"{summary['candidates']} candidates",
@@ -196,7 +224,7 @@ def print_elites(summary: dict[str, Any], console: Any = None) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for rank, e in enumerate(summary["elites"], 1):
         table.add_row(str(rank), str(e["candidate_id"]), str(e["generation"]),
-                      f"{e['fitness']:.4f}", f"{e['val_accuracy']:.4f}", _si(e["params"]),
+                      acc(e["fitness"]), acc(e["val_accuracy"]), _si(e["params"]),
                       _si(e["flops"]), *[f"{e['descriptors'][n]:.3g}" for n in names])
     out = Console()
     if not out.is_terminal:

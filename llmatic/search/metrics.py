@@ -27,7 +27,8 @@ def exploration_metrics(mutations: Sequence[dict[str, Any]], instructions: int) 
     entropy = None
     if counts.size and instructions > 1:
         p = counts / counts.sum()
-        entropy = float(-(p * np.log(p)).sum() / math.log(instructions))
+        # max: one instruction used gives -0.0 (printed "-0.0000"); the entropy is >= 0.
+        entropy = max(0.0, float(-(p * np.log(p)).sum() / math.log(instructions)))
     return {"instruction_entropy": entropy,
             "distinct_temperatures": len({round(float(r["temperature"]), 6) for r in mutations})}
 
