@@ -92,6 +92,27 @@ def test_cli_writes_every_figure_as_png_and_pdf(multirun, cli_out):
 
 
 @pytest.mark.slow
+def test_cli_draws_the_lineage_of_each_runs_best_network(multirun, cli_out):
+    from llmatic.report.figures.lineage import best_lineage_figure
+    from llmatic.report.lineage import ancestry, best_candidate
+
+    for ablation, seeds in (("llmatic", (0, 1)), ("mutation_only", (0,))):
+        for seed in seeds:
+            png = cli_out / f"lineage_{ablation}_seed{seed}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for run_dir in run_dirs(multirun):
+        run = figures.load_run(run_dir)
+        history = history_of(run_dir)
+        best = max((r for r in history if r["status"] == "ok"),
+                   key=lambda r: (r["fitness"], -r["candidate_id"]))
+        assert best_candidate(history) == best["candidate_id"]
+        ax = best_lineage_figure(run).axes[0]
+        ids = sorted(int(t.get_text()) for t in ax.texts if t.get_text().isdigit())
+        assert ids == [s["candidate_id"] for s in ancestry(history, best["candidate_id"])]
+        assert 0 in ids  # back to the seed
+
+
+@pytest.mark.slow
 def test_figure_data_equals_values_recomputed_from_the_run_files(multirun, cli_out):
     data = json.loads((cli_out / "figures_data.json").read_text())
     assert list(data) == ["llmatic", "mutation_only"]

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llmatic.errors import RunDirectoryError
-from llmatic.report import FiguresError, group_runs, load_runs, load_wandb_runs, make_figures
+from llmatic.report import (
+    FiguresError,
+    group_runs,
+    lineage_figures,
+    load_runs,
+    load_wandb_runs,
+    make_figures,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmatic-figures",
         description="Plot LLMatic runs: best fitness / loss, filled niches and valid fraction "
-                    "per generation (mean and 95% CI over seeds per ablation), and both "
-                    "archive heatmaps of each run.",
+                    "per generation (mean and 95% CI over seeds per ablation), both "
+                    "archive heatmaps of each run and the lineage tree of its best network.",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR",
                         help="run directories, or directories holding runs at any depth "
@@ -33,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also read runs of a W&B project (needs network; no heatmaps)")
     parser.add_argument("--heatmaps", choices=("all", "first", "none"), default="all",
                         help="heatmaps for every run, the first run of each group, or none")
+    parser.add_argument("--lineage", choices=("all", "first", "none"), default="all",
+                        help="lineage tree of the best network (nodes coloured by fitness, "
+                             "edges labelled with the instruction) for every run, the first "
+                             "run of each group, or none")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="coverage of the shaded interval (default 0.95)")
     return parser
@@ -58,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else (Path(args.dirs[0]) / "figures" if args.dirs
                                            else Path("figures"))
     written = make_figures(runs, out, heatmaps=args.heatmaps, confidence=args.confidence)
+    if args.lineage != "none":
+        written += lineage_figures(runs, out, first_only=args.lineage == "first")
     groups = group_runs(runs)
     print(f"{len(runs)} run(s) in {len(groups)} group(s): "
           + ", ".join(f"{g} (n={len(m)})" for g, m in groups.items()))

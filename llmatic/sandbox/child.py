@@ -23,7 +23,14 @@ from typing import Any
 
 from llmatic.sandbox.audit import install_audit_hook
 from llmatic.sandbox.common import STDERR_TAIL, read_json, signal_name, tail
-from llmatic.train import MEASURES_FILE, RESULT_FILE, logits_file, result_file
+from llmatic.train import (
+    MEASURES_FILE,
+    ONNX_FILE,
+    RESULT_FILE,
+    WEIGHTS_FILE,
+    logits_file,
+    result_file,
+)
 from llmatic.types import Status
 
 #: Largest file a child may write (its logs, result and logits).
@@ -98,6 +105,9 @@ def run_child(job_dir: str, memory_mb: int | None, torch_threads: int, server: i
             split = str(job.get("predict_split", "val"))
             outputs["logits"] = os.open(logits_file(split), _NEW_FILE, 0o600)
             outputs["measures"] = os.open(MEASURES_FILE, _NEW_FILE, 0o600)
+            if job.get("save_weights"):  # the final retrain: the trained network as files
+                outputs["weights"] = os.open(WEIGHTS_FILE, _NEW_FILE, 0o600)
+                outputs["onnx"] = os.open(ONNX_FILE, _NEW_FILE, 0o600)
         scratch = os.path.join(job_dir, SCRATCH)
         os.makedirs(scratch, exist_ok=True)
         os.chdir(scratch)

@@ -29,7 +29,9 @@ from llmatic.train import (
     LOGITS_FILE,
     MEASURE_KEYS,
     MEASURES_FILE,
+    ONNX_FILE,
     RESULT_FILE,
+    WEIGHTS_FILE,
     logits_file,
 )
 from llmatic.types import Status
@@ -244,7 +246,8 @@ def _prepare_job_dir(job: dict[str, Any], job_dir: Path) -> Path:
     """Create ``job_dir`` (resolved), remove a previous run's reports, write ``job.json``."""
     job_dir = Path(job_dir).resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, LOGITS_FILE, MEASURES_FILE, logits_file("test"),
+    for stale in (RESULT_FILE, LOGITS_FILE, MEASURES_FILE, logits_file("test"), WEIGHTS_FILE,
+                  ONNX_FILE,
                   *(p.name for p in job_dir.glob("result.rank*.json"))):
         (job_dir / stale).unlink(missing_ok=True)
     (job_dir / "job.json").write_text(json.dumps(job))

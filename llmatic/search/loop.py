@@ -145,17 +145,27 @@ def _loop(search: Search, state: SearchState, logger: Any, console: Any,
 
 
 def _render_heatmaps(run_dir: Path) -> list[str]:
-    """Draw both archive heatmaps into ``run_dir/figures`` (for loggers that show images)."""
+    """Draw the archive heatmaps and the best network's lineage into ``run_dir/figures``.
+
+    For loggers that show images (W&B logs each PNG at the end of the run).
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
-        from llmatic.report import load_run, plot_network_heatmap, plot_prompt_heatmap, save_figure
+        from llmatic.report import (
+            best_lineage_figure,
+            load_run,
+            plot_network_heatmap,
+            plot_prompt_heatmap,
+            save_figure,
+        )
 
         run = load_run(run_dir)
         paths = []
         for name, plot in (("network_heatmap", plot_network_heatmap),
-                           ("prompt_heatmap", plot_prompt_heatmap)):
+                           ("prompt_heatmap", plot_prompt_heatmap),
+                           ("lineage", best_lineage_figure)):
             paths += [str(p) for p in save_figure(plot(run), run_dir / "figures", name)
                       if str(p).endswith(".png")]
         return paths

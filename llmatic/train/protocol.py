@@ -14,6 +14,11 @@ LOGITS_FILE = "val_logits.npy"
 MEASURES_FILE = "measures.json"
 #: The keys of :data:`MEASURES_FILE` (what the search's descriptors are computed from).
 MEASURE_KEYS = ("params", "flops", "width", "depth")
+#: The trained network's ``state_dict`` (safetensors) and its ONNX graph, written only for a
+#: job with ``save_weights`` (the final retrain, :mod:`llmatic.report.final`). The parent
+#: parses them as data (safetensors; ONNX is never loaded in the search process).
+WEIGHTS_FILE = "weights.safetensors"
+ONNX_FILE = "model.onnx"
 
 
 def result_file(rank: int = 0) -> str:

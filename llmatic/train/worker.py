@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from llmatic.train.artifacts import write_artifacts
 from llmatic.train.failures import CandidateFailure, classify
 from llmatic.train.guard import TamperGuard, guarded_builtins
 from llmatic.train.measure import measure
@@ -133,6 +134,10 @@ def _evaluate(job: dict[str, Any], workdir: Path, result: dict[str, Any],
     guard.check("prediction")
     _write_logits(logits, outputs, workdir, split)
     _stage(timings, "predict", t)
+    if outputs and ("weights" in outputs or "onnx" in outputs):  # the final retrain only
+        t = time.perf_counter()
+        write_artifacts(net, input_shape, outputs, result)
+        _stage(timings, "artifacts", t)
     if result.get("train_loss") is not None and not math.isfinite(result["train_loss"]):
         raise CandidateFailure(Status.NON_FINITE, "training loss is not finite")
 

@@ -6,7 +6,8 @@ multirun, any mix) or W&B runs; :mod:`~llmatic.report.figures.series` turns each
 where a sweep varies it within an ablation) and aggregates each group as the mean over seeds
 with a 95% bootstrap interval (none below three seeds); :mod:`~llmatic.report.figures.plots`
 draws the curves and both
-archive heatmaps; :mod:`~llmatic.report.figures.make` writes them all, with
+archive heatmaps; :mod:`~llmatic.report.figures.lineage` draws the lineage tree of a run's
+best network; :mod:`~llmatic.report.figures.make` writes them all, with
 ``figures_data.json``. The command line is :mod:`llmatic.cli.figures`.
 """
 
@@ -56,6 +57,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "short_instruction",
             "voronoi_cells",
         ),
+        "lineage": ("best_lineage_figure", "lineage_figures", "plot_lineage"),
         "make": (
             "DATA_FILE",
             "FORMATS",
