@@ -69,22 +69,29 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     return run_dir, summary, cfg
 
 
-def val_label_shares(*overrides: str):
-    """Each class's share of the validation split the search scores on (from the real config).
-
-    A network whose output is the same for every image predicts one class, so its accuracy
-    is exactly one of these shares.
-    """
+def val_labels(*overrides: str):
+    """The labels of the validation split the search scores on (from the real config)."""
     import numpy as np
     from hydra.utils import instantiate
 
     from llmatic.config.validate import datamodule_kwargs
 
-    dataset = compose_config(*overrides).dataset
-    dm = instantiate(datamodule_kwargs(dataset))
+    dm = instantiate(datamodule_kwargs(compose_config(*overrides).dataset))
     dm.setup()
-    y = np.asarray(dm.splits["y_val"])
-    return np.bincount(y, minlength=int(dataset.num_classes)) / len(y)
+    return np.asarray(dm.splits["y_val"])
+
+
+def val_label_shares(*overrides: str):
+    """Each class's share of the validation split (see :func:`val_labels`).
+
+    A network whose output is the same for every image predicts one class, so its accuracy
+    is exactly one of these shares.
+    """
+    import numpy as np
+
+    y = val_labels(*overrides)
+    classes = int(compose_config(*overrides).dataset.num_classes)
+    return np.bincount(y, minlength=classes) / len(y)
 
 
 def evaluate_source(source: str, sandbox, tmp_dir, *overrides: str):
@@ -99,3 +106,20 @@ def evaluate_source(source: str, sandbox, tmp_dir, *overrides: str):
         return space.submit(source, "Net", candidate_id=0).result()
     finally:
         space.close()
+
+
+#: The ablations' tiny search: 2 generations, warm-up after 2 networks / 2 prompts.
+FAST = (*SMOKE, "budget.warmup_networks=2", "budget.warmup_prompts=2", "budget.generations=2")
+
+
+@pytest.fixture(scope="session")
+def random_generation_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
+    """``ablation=random_generation`` at seed 0: every child mutates the seed, so networks
+    repeat (candidate 10 repeats 9: two 'Delete a layer' edits of the seed). Shared by the
+    ablation tests and the duplicate tests."""
+    from llmatic.config import run_search
+
+    run_dir = tmp_path_factory.mktemp("random_generation")
+    cfg = compose_config(*FAST, "ablation=random_generation")
+    summary = run_search(cfg, run_dir, show_progress=False, sandbox=shared_sandbox)
+    return run_dir, summary, cfg

@@ -5,25 +5,21 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from conftest import SMOKE, compose_config
+from conftest import FAST, compose_config
 
 from llmatic.config import run_search
 from llmatic.rundir import read_history
 
 pytestmark = pytest.mark.slow  # five real searches, one per ablation
 
-FAST = (*SMOKE, "budget.warmup_networks=2", "budget.warmup_prompts=2", "budget.generations=2")
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_sandbox):
+def runs(tmp_path_factory, shared_sandbox, random_generation_run):
     out = {}
     for name, extra in (
         ("mutation_only", ()),
         ("crossover_only", ()),
         ("network_archive_only", ()),
         ("prompt_archive_only", ("archive.network_cells=2",)),
-        ("random_generation", ()),
     ):
         run_dir = tmp_path_factory.mktemp(name)
         summary = run_search(compose_config(*FAST, f"ablation={name}", *extra), run_dir,
@@ -32,6 +28,9 @@ def runs(tmp_path_factory, shared_sandbox):
         with open(run_dir / "checkpoints" / "latest.pkl", "rb") as fh:
             state = pickle.load(fh)
         out[name] = (read_history(run_dir), summary, state)
+    run_dir, summary, _ = random_generation_run  # shared with the duplicate tests
+    with open(run_dir / "checkpoints" / "latest.pkl", "rb") as fh:
+        out["random_generation"] = (read_history(run_dir), summary, pickle.load(fh))
     return out
 
 

@@ -83,16 +83,35 @@ def test_missing_file_and_bad_override_exit_2(tmp_path):
 
 
 def test_forbidden_code_is_rejected_before_anything_runs(tmp_path):
-    import time
-
     target = tmp_path / "precious.txt"
     target.write_text("intact")
     path = tmp_path / "hostile.py"
     path.write_text(f"import os\nimport torch.nn as nn\nos.remove({str(target)!r})\n"
                     "class Net(nn.Module):\n    def forward(self, x):\n        return x\n")
-    started = time.perf_counter()
     proc, out = _evaluate(path)
     assert proc.returncode == 0
     assert out["status"] == "forbidden" and "line 1" in out["error"]
-    assert time.perf_counter() - started < 30  # no sandbox start-up for rejected code
+    assert out["timings"] == {}  # rejected before any stage ran: no sandbox, no child
     assert target.read_text() == "intact"
+
+
+def test_a_constant_network_on_cifar10_files_scores_at_chance(tmp_path):
+    """CIFAR-10 in the real file format (few images), and a network that cannot learn: its
+    accuracy is exactly the share of the one class it predicts, its loss log(10)."""
+    import math
+
+    from conftest import val_label_shares
+    from test_data import write_fake_cifar
+    from test_plausibility import CONSTANT
+
+    write_fake_cifar(tmp_path / "data", n_train=300, n_test=20)
+    data = ("dataset=cifar10", f"dataset.data_dir={tmp_path / 'data'}",
+            "dataset.download=false", "dataset.verify_checksums=false")
+    path = tmp_path / "constant.py"
+    path.write_text(CONSTANT.replace("nn.Linear(64, 10)", "nn.Linear(3 * 32 * 32, 10)"))
+    proc, out = _evaluate(path, *data, "budget.epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["status"] == "ok", out
+    assert out["val_accuracy"] == pytest.approx(val_label_shares(*data)[0], abs=1e-12)
+    assert out["val_loss"] == pytest.approx(math.log(10), abs=1e-6)
+    assert out["params"] == 3 * 32 * 32 * 10 + 10

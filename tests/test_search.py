@@ -94,8 +94,16 @@ def test_warmup_then_both_operators(smoke_run):
     history = read_history(run_dir)
     assert history[1]["warmup"] is True
     assert any(not r["warmup"] for r in history[1:])
-    ops = {r["operator"] for r in history if not r["warmup"]}
-    assert "mutation" in ops
+    warm = [r for r in history[1:] if r["warmup"]]
+    after = [r for r in history[1:] if not r["warmup"]]
+    # The warm-up ends at a generation boundary and makes only mutations of one parent.
+    assert {r["generation"] for r in warm}.isdisjoint({r["generation"] for r in after})
+    assert all(r["operator"] == "mutation" and len(r["parents"]) == 1 for r in warm)
+    ops = {r["operator"] for r in after}
+    assert ops == {"mutation", "crossover"}  # p_mutation=0.7: both, in this seeded run
+    for rec in after:
+        assert len(rec["parents"]) == (2 if rec["operator"] == "crossover" else 1)
+        assert all(p < rec["candidate_id"] for p in rec["parents"])
 
 
 def test_crossover_parents_are_nearest_neighbours(tmp_path, shared_sandbox):
@@ -181,11 +189,15 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     assert read_checkpoint(tmp_path).generation == 1
 
 
-def test_one_network_one_fitness(smoke_run, tmp_path, shared_sandbox):
+@pytest.mark.slow  # its own search (shared with test_ablations.py)
+def test_one_network_one_fitness(random_generation_run, tmp_path, shared_sandbox):
     """The training seed follows the normalised source, and a repeat is not trained again."""
-    from llmatic.config import build_search
+    import csv
 
-    run_dir, _, cfg = smoke_run
+    from llmatic.config import build_search
+    from llmatic.search import source_key
+
+    run_dir, summary, cfg = random_generation_run
     search = build_search(cfg, tmp_path, sandbox=shared_sandbox)
     try:
         src = search.space.seed_source
@@ -197,11 +209,35 @@ def test_one_network_one_fitness(smoke_run, tmp_path, shared_sandbox):
     assert seeds[0] == seeds[1] != other  # before: the seed followed the candidate id
     history = read_history(run_dir)
     by_id = {r["candidate_id"]: r for r in history}
+    key = {r["candidate_id"]: source_key((run_dir / r["source_file"]).read_text())
+           for r in history}
+    dups = [r for r in history if r.get("duplicate_of") is not None]
+    assert dups, "this seeded run repeats a network (candidate 10 repeats 9)"
+    for rec in dups:
+        first = by_id[rec["duplicate_of"]]
+        assert first["candidate_id"] < rec["candidate_id"]
+        assert first.get("duplicate_of") is None
+        assert key[rec["candidate_id"]] == key[first["candidate_id"]]
+        assert (rec["status"], rec["fitness"], rec["val_loss"], rec["params"]) == (
+            first["status"], first["fitness"], first["val_loss"], first["params"])
+        assert not rec["added"]
+    # Every repeat of a network is marked, and every network has one fitness.
+    fitness_of = {}
     for rec in history:
-        if rec.get("duplicate_of") is not None:
-            first = by_id[rec["duplicate_of"]]
-            assert (rec["status"], rec["fitness"]) == (first["status"], first["fitness"])
-            assert not rec["added"]
+        k = key[rec["candidate_id"]]
+        if k in fitness_of:
+            assert rec["duplicate_of"] is not None, rec["candidate_id"]
+        fitness_of.setdefault(k, rec["fitness"])
+        assert rec["fitness"] == fitness_of[k]
+    # The duplicate counts of metrics.csv and summary.json, recomputed from the history.
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        g = int(row["generation"])
+        assert int(row["duplicates"]) == sum(r["generation"] == g for r in dups)
+    children = len(history) - 1
+    assert summary["search"]["duplicate_fraction"] == pytest.approx(len(dups) / children)
+    assert summary["search"]["distinct_evaluations"] == len(history) - len(dups)
 
 
 def test_the_compute_cap_holds_whatever_the_child_reported():
