@@ -294,6 +294,8 @@ FAILED_COMMANDS = [
     (["operators.p_mutation=1.5"], "operators.p_mutation: must be in [0, 1]"),
     (["resume=no/such/run"], "resume=no/such/run: no such directory"),
     (["-m", "hydra/launcher=slurm", "budget=smoke"], "Slurm's srun is not on PATH"),
+    (["evaluator=ray", "evaluator.workers=8", "evaluator.num_gpus=1"],
+     "evaluator.num_gpus=1: evaluator=ray starts a local Ray instance"),
     pytest.param(["dataset=cifar10", "dataset.data_dir=nodata", "dataset.download=false"],
                  "dataset.data_dir", marks=pytest.mark.slow),  # fails after config.yaml
 ]
@@ -304,6 +306,11 @@ def test_a_failed_command_is_one_named_line_and_leaves_no_run_directory(args, me
                                                                           tmp_path):
     if "hydra/launcher=slurm" in args and shutil.which("srun"):
         pytest.skip("this machine has Slurm")
+    if "evaluator.num_gpus=1" in args:
+        from llmatic.config.validate import cuda_available
+
+        if cuda_available():
+            pytest.skip("this machine has a GPU")
     proc = subprocess.run([sys.executable, "-m", "llmatic", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -311,3 +318,41 @@ def test_a_failed_command_is_one_named_line_and_leaves_no_run_directory(args, me
     assert lines[-1].startswith("llmatic: error: ") and message in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a stray run directory"
+
+
+# --------------------------------------------------------------------------------------
+# Ray: resources the cluster cannot give are an error before the search starts
+# --------------------------------------------------------------------------------------
+def test_ray_gpus_on_a_machine_without_cuda_fail_before_ray_starts(monkeypatch):
+    _no_cuda(monkeypatch)
+    cfg = compose_config("evaluator=ray", "evaluator.workers=8", "evaluator.num_gpus=1")
+    with pytest.raises(ConfigError, match=r"evaluator.num_gpus=1: .*no CUDA device"):
+        preflight(cfg)
+    preflight(compose_config("evaluator=ray", "evaluator.num_gpus=0"))  # CPU actors: fine
+    # On a cluster the GPUs are on its nodes: checked once Ray has started.
+    preflight(compose_config("evaluator=ray", "evaluator.num_gpus=1", "evaluator.address=auto"))
+
+
+@pytest.mark.slow
+def test_ray_resources_are_checked_once_ray_runs(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from llmatic.config import run_search
+    from llmatic.config.validate import check_ray_resources
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        check_ray_resources(compose_config("evaluator=ray", "evaluator.workers=2"))
+        with pytest.raises(ConfigError, match=r"evaluator.workers=1 x evaluator.num_gpus=1 "
+                                              r"needs 1 GPUs, the Ray cluster has 0"):
+            check_ray_resources(compose_config("evaluator=ray", "evaluator.workers=1",
+                                               "evaluator.num_gpus=1"))
+        with pytest.raises(ConfigError, match=r"needs 8 CPUs, the Ray cluster has 2 \(waited"):
+            check_ray_resources(compose_config("evaluator=ray", "evaluator.workers=8",
+                                               "evaluator.address=auto"), wait_s=0.5, poll_s=0.1)
+        # The real path: 8 one-CPU actors on 2 CPUs would wait forever; the run stops first.
+        cfg = compose_config(*ARGS, "evaluator=ray", "evaluator.workers=8")
+        with pytest.raises(ConfigError, match=r"needs 8 CPUs, the Ray cluster has 2"):
+            run_search(cfg, tmp_path / "run", show_progress=False)
+        assert not (tmp_path / "run" / "history.jsonl").exists()
+    finally:
+        ray.shutdown()

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from llmatic.config.build import build_search, build_space
-from llmatic.config.validate import validate_config
+from llmatic.config.validate import check_ray_resources, validate_config
 from llmatic.errors import ConfigError
 from llmatic.rundir import (
     CHECKPOINTS,
@@ -50,6 +50,30 @@ def _resume_state(run_dir: Path) -> Any | None:
     raise ConfigError(f"resume: {run_dir} has no {CHECKPOINTS}/{LATEST}; nothing to resume")
 
 
+def _build_checked(cfg: DictConfig, run_dir: Path, sandbox: Any) -> Any:
+    """:func:`build_search`, then Ray's resources checked (a Ray error as one named line)."""
+    ray = str((cfg.get("evaluator") or {}).get("_target_", "")).endswith("RayEvaluator")
+    try:
+        search = build_search(cfg, run_dir, sandbox=sandbox)
+    except ConnectionError as exc:
+        if not ray:
+            raise
+        address = cfg.evaluator.get("address")
+        raise ConfigError(
+            f"evaluator.address={address}: no Ray cluster to join ({' '.join(str(exc).split())}"
+            "); start one first (`ray start --head`), set RAY_ADDRESS, or use "
+            "evaluator.address=null for a local Ray instance"
+        ) from exc
+    if ray:
+        try:
+            check_ray_resources(cfg)
+        except BaseException:
+            search.abort()  # kills the waiting actors (closing would wait for each)
+            search.close()
+            raise
+    return search
+
+
 def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                show_progress: bool | None = None, sandbox: Any = None) -> dict[str, Any]:
     """Run (or continue) a search in ``run_dir`` and return its summary.
@@ -78,7 +102,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
     if state is None:  # first, so that a run killed while starting up can be resumed
         (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     console = Console(stderr=True)
-    search = build_search(cfg, run_dir, sandbox=sandbox)
+    search = _build_checked(cfg, run_dir, sandbox)
     try:
         logger = instantiate(cfg.logger)
     except BaseException:

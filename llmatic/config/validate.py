@@ -16,8 +16,12 @@ from llmatic.plan import check_templates
 from llmatic.qd import DescriptorSpace
 from llmatic.sandbox import JOINABLE_DDP
 
-__all__ = ["ConfigError", "datamodule_kwargs", "descriptor_bounds", "nb201_baselines",
-           "preflight", "validate_config"]
+__all__ = ["RAY_WAIT_S", "ConfigError", "check_ray_resources", "datamodule_kwargs",
+           "descriptor_bounds", "nb201_baselines", "preflight", "validate_config"]
+
+#: How long a run on a Ray cluster (``evaluator.address`` set) waits for the resources its
+#: actors reserve to appear (an autoscaler adding nodes) before it stops with an error.
+RAY_WAIT_S = 60.0
 
 
 
@@ -280,11 +284,82 @@ def preflight(cfg: DictConfig) -> None:
 
     An OpenAI-compatible endpoint must accept a TCP connection (the generator does the full
     check, ``/models`` and the API key, when it starts); a GPU trainer needs a visible CUDA
-    device; an online W&B logger needs an API key.
+    device; an online W&B logger needs an API key; a local Ray instance cannot give GPUs
+    this machine does not have.
     """
     _preflight_endpoint(cfg)
     _preflight_gpu(cfg)
     _preflight_wandb(cfg)
+    _preflight_ray(cfg)
+
+
+def _ray_evaluator(cfg: DictConfig) -> DictConfig | None:
+    evaluator = cfg.get("evaluator")
+    if evaluator is None or not str(evaluator.get("_target_", "")).endswith("RayEvaluator"):
+        return None
+    return evaluator
+
+
+def _preflight_ray(cfg: DictConfig) -> None:
+    """``evaluator=ray evaluator.num_gpus>0`` with a local Ray instance on a machine without
+    CUDA: its actors would wait for a GPU forever (after the cluster started: see
+    :func:`check_ray_resources`)."""
+    evaluator = _ray_evaluator(cfg)
+    if evaluator is None or evaluator.get("address") or not float(evaluator.get("num_gpus") or 0):
+        return
+    if not cuda_available():
+        raise ConfigError(
+            f"evaluator.num_gpus={evaluator.num_gpus}: evaluator=ray starts a local Ray instance "
+            "(evaluator.address=null) and this machine shows no CUDA device, so no actor could "
+            "ever start; use evaluator.num_gpus=0, or join a cluster with GPUs "
+            "(evaluator.address=auto or ray://HOST:10001)"
+        )
+
+
+def check_ray_resources(cfg: DictConfig, *, wait_s: float | None = None,
+                        poll_s: float = 2.0) -> None:
+    """After Ray started: the cluster must hold what the evaluator's actors reserve.
+
+    ``evaluator.workers`` actors each reserve ``num_cpus`` CPUs and ``num_gpus`` GPUs; an
+    actor the cluster cannot place waits forever, and so would every candidate sent to it.
+    A local instance is checked at once; a cluster gets ``wait_s`` (default
+    :data:`RAY_WAIT_S`) for an autoscaler to add nodes, then this raises.
+
+    Raises:
+        ConfigError: Naming the keys, what they need and what the cluster has.
+    """
+    import time
+
+    evaluator = _ray_evaluator(cfg)
+    if evaluator is None:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    workers = int(evaluator.get("workers") or 1)
+    need = {"CPU": workers * float(evaluator.get("num_cpus") or 0),
+            "GPU": workers * float(evaluator.get("num_gpus") or 0)}
+    if wait_s is None:
+        wait_s = RAY_WAIT_S if evaluator.get("address") else 0.0
+    deadline = time.monotonic() + wait_s
+    while True:
+        have = ray.cluster_resources()
+        short = [k for k, v in need.items() if v > have.get(k, 0.0) + 1e-9]
+        if not short:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    parts = [f"evaluator.workers={workers} x evaluator.num_{k.lower()}s="
+             f"{evaluator.get(f'num_{k.lower()}s')} needs {need[k]:g} {k}s, the Ray cluster has "
+             f"{have.get(k, 0.0):g}" for k in short]
+    waited = f" (waited {wait_s:.0f} s for an autoscaler)" if wait_s else ""
+    raise ConfigError(
+        f"evaluator=ray: {'; '.join(parts)}{waited}; lower evaluator.workers or the resources "
+        "per actor (evaluator.num_cpus may be a fraction, evaluator.num_gpus=0 trains on CPU), "
+        "or add nodes to the cluster"
+    )
 
 
 def _preflight_endpoint(cfg: DictConfig) -> None:
