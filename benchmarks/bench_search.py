@@ -13,9 +13,10 @@ candidate), per ablation and as the paired difference per seed, llmatic minus ea
 (mean, 95% t-interval over the n paired seeds).
 
 A NAS-Bench-201 part (``--nb201-seeds``) runs ``experiment=paper_nb201`` (its own budget,
-2,001 candidates; ``--set`` does not apply) on the bundled synthetic table (``prior``) and on
-``--random-keys`` random landscapes, then random search, REA (population 10, sample 3) and
-local search on the same table with the same budget. Queries are counted per network
+2,001 candidates; ``--set`` does not apply, ``--nb201-set`` does) on the bundled synthetic
+table (``prior``) and on ``--random-keys`` random landscapes (``--jobs`` runs at once), then
+random search, REA (population 10, sample 3) and local search on the same table with the same
+budget. Queries are counted per network
 (``llmatic.nb201.arch.canonical_arch``). Per method: the median distinct queries to the
 table's top 1% and top 0.1% (validation), the mean best validation accuracy after 50, 100 and
 300 distinct queries and the test accuracy of that pick, and the best-so-far curve against
@@ -26,7 +27,8 @@ Usage::
     python benchmarks/bench_search.py --seeds 5 --out benchmarks/results/search.json
 
 Writes the JSON, a Markdown table next to it (``.md``) and figures (``.png``). A run with
-``--set`` and no ``--out`` writes ``search_<overrides>.json``, not the default's file.
+``--set`` or ``--nb201-set`` and no ``--out`` writes ``search_<overrides>.json``, not the
+default's file.
 """
 
 from __future__ import annotations
@@ -229,19 +231,42 @@ def _nb201_baselines(table, budget: int, seed: int, key: int) -> dict[str, list]
             "local": local_search(evaluate, budget, rng("local"))}
 
 
-def nb201(seeds: int, tmp: Path, random_keys: int = 3) -> dict:
-    """The bundled prior landscape and ``random_keys`` random ones, ``seeds`` seeds each."""
-    return {"prior": _nb201(seeds, tmp, "prior", [0]),
-            "random": _nb201(seeds, tmp, "random", list(range(random_keys)))}
+def nb201(seeds: int, tmp: Path, random_keys: int = 3, overrides: tuple[str, ...] = (),
+          jobs: int = 1) -> dict:
+    """The bundled prior landscape and ``random_keys`` random ones, ``seeds`` seeds each.
+
+    ``overrides`` apply to every llmatic run on top of ``experiment=paper_nb201`` (e.g. a
+    smaller budget for a quick look); the baselines get the same number of candidates.
+    """
+    return {"prior": _nb201(seeds, tmp, "prior", [0], overrides, jobs),
+            "random": _nb201(seeds, tmp, "random", list(range(random_keys)), overrides, jobs)}
 
 
-def _nb201(seeds: int, tmp: Path, landscape: str, keys: list[int]) -> dict:
+def _llmatic_nb201(path: Path, seed: int, run: Path, overrides: tuple[str, ...]) -> list:
+    """One llmatic search on a table: ``(cell or None, val accuracy % or None)`` in order."""
+    import contextlib
+    import io
+
     from llmatic.config import run_search
     from llmatic.nb201.arch import parse_arch_string
-    from llmatic.nb201.table import load_table, write_synthetic_table
     from llmatic.rundir import read_history
 
-    runs, tables = [], []
+    cfg = compose("experiment=paper_nb201", f"nb201.table={path}", f"seed={seed}",
+                  "nb201.baselines=[]", *overrides)
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own tables: not this report's
+        run_search(cfg, run, show_progress=False)
+    return [(parse_arch_string(r["arch"]) if r.get("arch") else None,
+             None if r.get("val_accuracy") is None else 100 * r["val_accuracy"])
+            for r in read_history(run)]
+
+
+def _nb201(seeds: int, tmp: Path, landscape: str, keys: list[int],
+           overrides: tuple[str, ...] = (), jobs: int = 1) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from llmatic.nb201.table import load_table, write_synthetic_table
+
+    tables, loaded, todo = [], {}, []
     for key in keys:
         path = tmp / f"nb201_{landscape}_{key}.csv"
         write_synthetic_table(path, seed=0, landscape=landscape, key=key)
@@ -250,25 +275,29 @@ def _nb201(seeds: int, tmp: Path, landscape: str, keys: list[int]) -> dict:
         thresholds = {name: float(np.quantile(vals, q)) for name, q, _ in NB201_TOPS}
         tables.append({"key": key, "thresholds_val_accuracy": thresholds,
                        "optimum_val_accuracy": float(vals.max())})
-        for seed in range(seeds):
-            run = tmp / f"nb201_{landscape}_{key}_{seed}"
-            cfg = compose("experiment=paper_nb201", f"nb201.table={path}", f"seed={seed}",
-                          "nb201.baselines=[]")
-            run_search(cfg, run, show_progress=False)
-            history = read_history(run)
-            evaluated = {"llmatic": [
-                (parse_arch_string(r["arch"]) if r.get("arch") else None,
-                 None if r.get("val_accuracy") is None else 100 * r["val_accuracy"])
-                for r in history]}
-            evaluated.update(_nb201_baselines(table, len(history), seed, key))
-            runs.append({"key": key, "seed": seed, "budget": len(history), "methods": {
-                m: _summarise_curve(best_so_far(ev, table), thresholds)
-                for m, ev in evaluated.items()}})
-            print(f"nb201 {landscape} key {key} seed {seed}: distinct queries to top 1% "
-                  + ", ".join(f"{m} {r['queries_to_top_1_percent']}"
-                              for m, r in runs[-1]["methods"].items()), flush=True)
+        loaded[key] = table, thresholds
+        todo += [(key, seed, path, tmp / f"nb201_{landscape}_{key}_{seed}")
+                 for seed in range(seeds)]
+    args = [(path, seed, run, tuple(overrides)) for _, seed, path, run in todo]
+    if jobs > 1:  # independent runs in processes of their own (same seeds, same histories)
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            histories = list(pool.map(_llmatic_nb201, *zip(*args, strict=True)))
+    else:
+        histories = [_llmatic_nb201(*a) for a in args]
+    runs = []
+    for (key, seed, _, _), llmatic in zip(todo, histories, strict=True):
+        table, thresholds = loaded[key]
+        evaluated = {"llmatic": llmatic, **_nb201_baselines(table, len(llmatic), seed, key)}
+        runs.append({"key": key, "seed": seed, "budget": len(llmatic), "methods": {
+            m: _summarise_curve(best_so_far(ev, table), thresholds)
+            for m, ev in evaluated.items()}})
+        print(f"nb201 {landscape} key {key} seed {seed}: distinct queries to top 1% "
+              + ", ".join(f"{m} {r['queries_to_top_1_percent']}"
+                          for m, r in runs[-1]["methods"].items()), flush=True)
     return {"tables": tables, "grid": list(NB201_GRID), "runs": runs,
-            "summary": _nb201_summary(runs)}
+            "overrides": list(overrides), "summary": _nb201_summary(runs)}
 
 
 def _median_or_none(values: list[int | None]) -> float | None:
@@ -323,8 +352,9 @@ def nb201_markdown(landscape: str, nb: dict, seeds: int) -> list[str]:
     budgets = sorted({r["budget"] for r in nb["runs"]})
     lines = ["", f"NAS-Bench-201, SYNTHETIC `{landscape}` landscape: {len(nb['tables'])} table(s) "
              f"(keys {[t['key'] for t in nb['tables']]}) x {seeds} seeds = {len(nb['runs'])} "
-             f"runs; budget {budgets} candidates per method (experiment=paper_nb201, its own "
-             f"budget; local search: that many distinct networks); {tops} (validation, mean "
+             f"runs; budget {budgets} candidates per method (experiment=paper_nb201"
+             + "".join(f" {o}" for o in nb.get("overrides", []))
+             + f"; local search: that many distinct networks); {tops} (validation, mean "
              "over tables). Queries = distinct networks (canonical class). Median distinct "
              "queries to the top (runs that reached it); mean best validation accuracy after N "
              "distinct queries / mean test accuracy of that pick.", "",
@@ -495,7 +525,11 @@ def setup_label(overrides: tuple[str, ...] | list[str]) -> str:
 
 
 def out_path(out: Path | None, overrides) -> Path:
-    """``--out``, or search.json (search_<slug of the overrides>.json for a ``--set`` run)."""
+    """``--out``, or search.json; a variant's own file otherwise.
+
+    A run with ``--set`` or ``--nb201-set`` and no ``--out`` writes
+    ``search_<slug of the overrides>.json``, so it never overwrites the default's file.
+    """
     if out is not None:
         return out
     if not overrides:
@@ -555,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--nb201-seeds", type=int, default=5,
                         help="seeds per NAS-Bench-201 table (0: skip that part)")
+    parser.add_argument("--nb201-set", dest="nb201_overrides", nargs="*", default=[],
+                        help="config overrides for every NAS-Bench-201 llmatic run, e.g. "
+                             "parent_selection.tournament=3 or budget.generations=2")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="NAS-Bench-201 llmatic runs at once, each in its own process")
     parser.add_argument("--random-keys", type=int, default=3,
                         help="how many random NAS-Bench-201 landscapes (keys 0..K-1)")
     parser.add_argument("--final", type=int, default=0,
@@ -574,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep every run directory under this folder (ABLATION/SEED), "
                              "e.g. to draw its figures with llmatic-figures")
     args = parser.parse_args(argv)
-    args.out = out_path(args.out, args.overrides)
+    args.out = out_path(args.out, [*args.overrides, *args.nb201_overrides])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import os
 
@@ -586,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_nb201_") as tmp:
         if args.nb201_seeds:
-            result["nb201"] = nb201(args.nb201_seeds, Path(tmp), args.random_keys)
+            result["nb201"] = nb201(args.nb201_seeds, Path(tmp), args.random_keys,
+                                    tuple(args.nb201_overrides), args.jobs)
             for landscape, nb in result["nb201"].items():
                 print(f"nb201 {landscape}: median distinct queries to top 1%:",
                       {m: a["median_queries_to_top_1_percent"]
