@@ -182,6 +182,9 @@ def _check_llm_data_and_space(cfg: DictConfig) -> None:
         need(not cell_only, "descriptors.names",
              f"{cell_only} describe NAS-Bench-201 cells, not networks; use "
              "descriptors=width_depth_flops or params_depth (or experiment=paper_nb201)")
+        epochs = number(cfg, "budget.epochs")  # 0 trained nothing: every candidate crashed
+        need(epochs >= 1, "budget.epochs",
+             f"must be >= 1 for networks (each candidate is trained), got {epochs:g}")
 
 
 def _check_ablation(cfg: DictConfig) -> None:
