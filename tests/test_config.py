@@ -35,6 +35,11 @@ def test_every_option_composes(group, option):
             validate_config(cfg)
         cfg = compose_config(f"{group}={option}", "experiment=paper_nb201",
                              f"nb201.table={__file__}")  # validation only checks it exists
+    if (group, option) == ("budget", "nb201"):  # epochs: 0 (looked up): cells only
+        with pytest.raises(ConfigError, match=r"budget\.epochs"):
+            validate_config(cfg)
+        cfg = compose_config(f"{group}={option}", "experiment=paper_nb201",
+                             f"nb201.table={__file__}")
     if group == "llm" and OmegaConf.is_missing(cfg.llm, "model"):
         cfg = compose_config(f"{group}={option}", "llm.model=/models/some-model")
     validate_config(cfg)
@@ -177,6 +182,7 @@ def test_paper_budget_and_instructions():
         ("dataset.max_flops=0", "dataset.max_flops"),
         ("parent_selection.tournament=0", "parent_selection.tournament"),
         ("dataset.max_flops=lots", "dataset.max_flops"),
+        ("budget.epochs=0", "budget.epochs"),  # networks: before, every candidate crashed
     ],
 )
 def test_bad_values_name_the_key(override, key):
