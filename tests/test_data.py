@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,34 @@ def test_wrong_input_shape_names_the_key():
     dm = DigitsDataModule(input_shape=(3, 8, 8), num_classes=10)
     with pytest.raises(DatasetError, match="dataset.input_shape"):
         dm.setup()
+
+
+def test_a_failed_cifar10_download_says_what_to_do_and_leaves_no_empty_folder(tmp_path,
+                                                                               monkeypatch):
+    # The network cannot be used here: the download fails as it does offline.
+    import urllib.error
+
+    import torchvision.datasets.cifar as cifar
+
+    def offline(url, download_root, **kwargs):  # noqa: ANN001, ANN003
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does
+        (Path(download_root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    root = tmp_path / "data"
+    dm = CIFAR10DataModule(input_shape=(3, 32, 32), num_classes=10, data_dir=str(root),
+                           download=True)
+    with pytest.raises(DatasetError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert "could not download CIFAR-10" in message and "dataset.download=false" in message
+    assert "name resolution" in message
+    assert "enable dataset.download" not in message and "set dataset.download=true" not in message
+    assert not root.exists()  # the folder the download made is gone again
+    # Files that are there but broken: the message is about the files, not the download.
+    write_fake_cifar(tmp_path)
+    broken = CIFAR10DataModule(input_shape=(3, 32, 32), num_classes=10, data_dir=str(tmp_path),
+                               download=False)
+    with pytest.raises(DatasetError, match="verify_checksums=false"):
+        broken.prepare_data()

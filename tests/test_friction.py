@@ -356,3 +356,25 @@ def test_ray_resources_are_checked_once_ray_runs(tmp_path, monkeypatch):
         assert not (tmp_path / "run" / "history.jsonl").exists()
     finally:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------
+# An unreachable OpenAI-compatible endpoint: a fix that fits the endpoint
+# --------------------------------------------------------------------------------------
+def test_an_unreachable_endpoint_never_suggests_serving_a_hosted_model():
+    from llmatic.llm.openai_backend import OpenAIGenerator
+    from llmatic.llm.openai_backend.generator import unreachable_hint
+
+    with pytest.raises(ValueError) as err:  # nothing listens on port 1 of this machine
+        OpenAIGenerator(model="gpt-4o-mini", base_url="http://127.0.0.1:1/v1", api_key="x")
+    message = str(err.value)
+    assert "is unreachable" in message and "vllm serve HF_ORG/MODEL --port 1" in message
+    assert "gpt-4o-mini" not in message.split("is unreachable")[1]
+    assert "vllm serve Qwen/Qwen2.5-Coder-7B-Instruct" in unreachable_hint(
+        "http://localhost:8000/v1", "Qwen/Qwen2.5-Coder-7B-Instruct")
+    hosted = unreachable_hint("https://api.openai.com/v1", "gpt-4o-mini")
+    assert "network connection" in hosted and "serve" not in hosted
+    with pytest.raises(ConfigError, match=r"unreachable .*start the server first") as err:
+        preflight(compose_config("llm=openai", "llm.base_url=http://127.0.0.1:1/v1",
+                                 "llm.model=gpt-4o-mini"))
+    assert "gpt-4o-mini" not in str(err.value)

@@ -383,10 +383,12 @@ def _preflight_endpoint(cfg: DictConfig) -> None:
         with socket.create_connection((url.hostname, port), timeout=5):
             pass
     except OSError as exc:
-        raise ConfigError(
-            f"llm.base_url={llm.base_url} is unreachable ({exc}): start the server first "
-            "(e.g. `vllm serve MODEL --port 8000` or `ollama serve`) or correct llm.base_url"
-        ) from exc
+        if url.hostname in ("localhost", "127.0.0.1", "::1", "0.0.0.0"):
+            fix = (f"start the server first (e.g. `vllm serve HF_ORG/MODEL --port {port}` or "
+                   "`ollama serve`) or correct llm.base_url")
+        else:  # a hosted API: nothing to start here
+            fix = "check this machine's network connection (and proxy) or llm.base_url"
+        raise ConfigError(f"llm.base_url={llm.base_url} is unreachable ({exc}): {fix}") from exc
 
 
 def cuda_available() -> bool:

@@ -272,17 +272,29 @@ class CIFAR10DataModule(ArrayDataModule):
                 meta = {**CIFAR10.meta, "md5": None}
 
             cls = UncheckedCIFAR10
+        created = not root.exists()
         try:
             train = cls(root=str(root), train=True, download=self.download)
             test = cls(root=str(root), train=False, download=self.download)
         except Exception as exc:  # network errors, corrupt files, permissions
-            raise DatasetError(
-                f"could not load CIFAR-10 from dataset.data_dir={root} "
-                f"(dataset.download={self.download}): {exc}. Put a copy of "
-                "cifar-10-batches-py there, or enable dataset.download on a machine with "
-                "internet access."
-            ) from exc
+            raise DatasetError(self._load_error(root, created, exc)) from exc
         return train, test
+
+    def _load_error(self, root: Path, created: bool, exc: Exception) -> str:
+        """What went wrong and what to do, for the case at hand (download on or off)."""
+        if self.download and not (root / "cifar-10-batches-py").is_dir():
+            if created:  # a failed download leaves no empty folder (or partial archive) behind
+                import shutil
+
+                shutil.rmtree(root, ignore_errors=True)
+            return (f"could not download CIFAR-10 into dataset.data_dir={root}: {exc}. "
+                    "Without internet access here, fetch cifar-10-python.tar.gz from "
+                    "https://www.cs.toronto.edu/~kriz/cifar.html elsewhere, extract it so that "
+                    f"{root / 'cifar-10-batches-py'} exists, and run with dataset.download=false")
+        return (f"could not load CIFAR-10 from dataset.data_dir={root}: {exc}. Its "
+                "cifar-10-batches-py is incomplete or differs from the official release: "
+                "replace it with a fresh copy, or set dataset.verify_checksums=false for a "
+                "re-packed copy in the same format")
 
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Load both official splits as uint8 N x 3 x 32 x 32."""

@@ -61,6 +61,29 @@ class _CallResult:
     fatal_status: int | None = None  # the HTTP status of a failure not worth retrying
 
 
+#: Hosts of a server on this machine (the hint then says how to start one).
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def unreachable_hint(url: str, model: str) -> str:
+    """What to do when ``url`` does not answer: start a local server, or check the network.
+
+    A local server is started with a model it can serve (a Hugging Face id for vLLM), never
+    with a hosted API's model name such as ``gpt-4o-mini``.
+    """
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    if host in _LOCAL_HOSTS:
+        served = model if "/" in model else "HF_ORG/MODEL"  # vLLM serves Hugging Face ids
+        return (f"Start the server on {host} first (vLLM: `vllm serve {served} --port "
+                f"{urlparse(url).port or 8000}`; Ollama: `ollama serve`; llama.cpp: "
+                "`llama-server -m MODEL.gguf`) or correct llm.base_url (it must include the "
+                "/v1 suffix, e.g. http://localhost:8000/v1).")
+    return (f"{host} did not answer: check this machine's network connection (and proxy "
+            "settings) and llm.base_url (it must include the /v1 suffix).")
+
+
 class OpenAIGenerator(CodeGenerator):
     """Generate code through an OpenAI-compatible HTTP API, many requests at a time.
 
@@ -207,9 +230,7 @@ class OpenAIGenerator(CodeGenerator):
             what = "timed out" if isinstance(e, openai.APITimeoutError) else "refused or failed"
             raise ValueError(
                 f"llm.base_url={url} is unreachable: GET {url}/models {what} "
-                f"({type(e).__name__}: {cause(e)}). Start the server (e.g. `vllm serve "
-                f"{self.model}`, `ollama serve`, or `llama-server -m MODEL.gguf`) or correct "
-                "llm.base_url (it must include the /v1 suffix, e.g. http://localhost:8000/v1)."
+                f"({type(e).__name__}: {cause(e)}). {unreachable_hint(url, self.model)}"
             ) from e
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise ValueError(
