@@ -1,4 +1,4 @@
-"""Each ablation changes the algorithm the way METHOD.md §4 says (checked on real runs)."""
+"""Each ablation changes the algorithm the way docs/method.md §4 says (checked on real runs)."""
 
 from __future__ import annotations
 

@@ -378,3 +378,26 @@ def test_an_unreachable_endpoint_never_suggests_serving_a_hosted_model():
         preflight(compose_config("llm=openai", "llm.base_url=http://127.0.0.1:1/v1",
                                  "llm.model=gpt-4o-mini"))
     assert "gpt-4o-mini" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------
+# Citations of the method point at a page in the repository, at sections it has
+# --------------------------------------------------------------------------------------
+def test_every_citation_of_the_method_resolves_to_a_section_of_docs_method():
+    import re
+
+    method = (ROOT / "docs" / "method.md").read_text()
+    sections = set(re.findall(r"^##+ (\d+(?:\.\d+)?)[. ]", method, flags=re.M))
+    cited, stale = set(), []
+    paths = [ROOT / "README.md", *(ROOT / "experiments").rglob("*.md"),
+             *(ROOT / "conf").rglob("*.yaml"), *(ROOT / "llmatic").rglob("*.py"),
+             *(ROOT / "tests").rglob("*.py")]
+    for path in paths:
+        text = path.read_text()
+        if "METHOD" + ".md" in text:  # split: this file does not cite it
+            stale.append(str(path))
+        for match in re.finditer(r"docs/method\.md\)?((?:,? ?§\d+(?:\.\d+)?)+)", text):
+            cited |= set(re.findall(r"§(\d+(?:\.\d+)?)", match.group(1)))
+    assert not stale, f"citations of the spec outside the repository: {stale}"
+    assert cited and cited <= sections, f"cited sections missing from docs/method.md: " \
+                                        f"{sorted(cited - sections)}"

@@ -1,4 +1,4 @@
-"""The default training recipe ranks networks, not initialisations (METHOD.md §3.8).
+"""The default training recipe ranks networks, not initialisations (docs/method.md §3.8).
 
 Both reference networks are evaluated exactly as the search evaluates a candidate, at the
 default config (no overrides): a plain MLP and a small CNN with global average pooling must

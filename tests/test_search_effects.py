@@ -1,4 +1,4 @@
-"""The search's mechanisms measured by their effect (METHOD.md §3.4, §3.5, §3.8).
+"""The search's mechanisms measured by their effect (docs/method.md §3.4, §3.5, §3.8).
 
 Most searches here run in the NAS-Bench-201 space on the bundled synthetic table: the same
 planning, prompt archive, temperature and telling code as a network search, at lookup cost.

@@ -21,7 +21,7 @@ __all__ = ["PAPER_ROWS", "collect", "main_report", "table1"]
 
 _HEAD = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "ImageNet16-120": "ImageNet16-120"}
 
-#: Test accuracy (%) in the paper's Table 1 (METHOD.md §2): (mean, std or None).
+#: Test accuracy (%) in the paper's Table 1 (docs/method.md §2): (mean, std or None).
 PAPER_ROWS: dict[str, dict[str, tuple[float, float | None]]] = {
     "LLMatic (paper)": {"cifar10": (94.26, 0.13), "cifar100": (71.62, None),
                         "ImageNet16-120": (45.87, None)},

@@ -146,7 +146,7 @@ class NetworkArchive:
         return {k: np.asarray(v)[order] for k, v in data.items()}
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        """A uniformly random elite (METHOD.md §3.6)."""
+        """A uniformly random elite (docs/method.md §3.6)."""
         data = self.elites()
         i = int(rng.integers(len(data["index"])))
         return {k: v[i] for k, v in data.items()}
@@ -183,7 +183,7 @@ class PromptArchive:
     """Curiosity per (instruction, temperature) cell; curiosity *accumulates*.
 
     A grid with one row per instruction (categorical: a cell never holds two instructions)
-    and one column per temperature step over [t_min, t_max] (METHOD.md §3.4). The solution
+    and one column per temperature step over [t_min, t_max] (docs/method.md §3.4). The solution
     of a cell is its (instruction id, temperature); the objective its curiosity.
 
     Args:
@@ -269,7 +269,7 @@ class PromptArchive:
         """Create the cell (instruction, ``t_to``) with the curiosity of (instruction, ``t_from``).
 
         The adapted temperature reaches a cell of its own that selection can pick at once
-        (METHOD.md §3.5). An existing cell keeps its own curiosity. Returns whether a cell
+        (docs/method.md §3.5). An existing cell keeps its own curiosity. Returns whether a cell
         was created.
         """
         if self.get(instruction_id, t_to) is not None:

@@ -1,4 +1,4 @@
-"""Network descriptors and their normalisation to [0, 1] (METHOD.md §3.2).
+"""Network descriptors and their normalisation to [0, 1] (docs/method.md §3.2).
 
 Raw values come from the sandboxed child (width, depth, parameters, FLOPs). Each named
 descriptor maps them to one number, and per-dataset bounds from config map that number to

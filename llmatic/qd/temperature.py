@@ -1,4 +1,4 @@
-"""Temperature schedules (METHOD.md §3.5). Each child records the temperature it used."""
+"""Temperature schedules (docs/method.md §3.5). Each child records the temperature it used."""
 
 from __future__ import annotations
 

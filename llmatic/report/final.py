@@ -1,6 +1,6 @@
 """``llmatic-final RUN_DIR``: retrain a run's best elites over several seeds, report test accuracy.
 
-The paper's final table (METHOD.md §5, figure 6): the top-k networks of the network archive
+The paper's final table (docs/method.md §5, figure 6): the top-k networks of the network archive
 are retrained from scratch with a longer recipe (same sandbox, same Lightning path as the
 search) and scored once on the test split, which the search never saw. Test labels stay in
 this process; the child only predicts unlabelled test inputs.

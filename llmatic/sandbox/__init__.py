@@ -2,7 +2,7 @@
 
 Run untrusted network code in fresh child processes with limits.
 
-Design (METHOD.md §3.10): generated code never runs in the search process. A
+Design (docs/method.md §3.10): generated code never runs in the search process. A
 *pre-warmed server* process (started once per run) imports torch, Lightning and the
 worker, then ``fork()``s one fresh child per candidate, so a candidate pays milliseconds
 instead of the ~10 s it takes a new interpreter to import Lightning. The server itself never

@@ -1,6 +1,6 @@
 """Where candidates are evaluated (config group ``evaluator``).
 
-Every evaluator keeps METHOD.md §3.10: generated code runs in a fresh child process per
+Every evaluator keeps docs/method.md §3.10: generated code runs in a fresh child process per
 candidate (forked by a pre-warmed sandbox server), never in a long-lived worker that later
 runs another candidate. They differ in where those children are forked:
 

@@ -47,7 +47,7 @@ class SearchState:
     #: checkpoint's generation was told (None otherwise).
     pending_plans: list | None = None
     #: Normalised source key -> (candidate id, result) of every candidate evaluated so far:
-    #: a repeated network is not trained again (METHOD.md §3.8).
+    #: a repeated network is not trained again (docs/method.md §3.8).
     evaluated: dict = field(default_factory=dict)
 
     @property

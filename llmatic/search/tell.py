@@ -95,7 +95,7 @@ class Teller:
         """Curiosity of the mutation's prompt cell (crossover adds nothing to that archive).
 
         A completion with no usable network (refusal, outage, no code, policy) is not free:
-        it pays ``curiosity.no_network`` (METHOD.md §3.4).
+        it pays ``curiosity.no_network`` (docs/method.md §3.4).
         """
         cur = self.settings.curiosity
         if result.status is Status.OK:

@@ -1,4 +1,4 @@
-"""Figures of one or many runs (METHOD.md §5), drawn by ``llmatic-figures DIR... [--out OUT]``.
+"""Figures of one or many runs (docs/method.md §5), drawn by ``llmatic-figures DIR... [--out OUT]``.
 
 Read top to bottom: :mod:`~llmatic.report.figures.runs` loads run directories (a run, a
 multirun, any mix) or W&B runs; :mod:`~llmatic.report.figures.series` turns each run's
