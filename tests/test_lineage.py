@@ -125,3 +125,18 @@ def test_lineage_json_round_trips(tmp_path: Path):
     path = tmp_path / "lineage.json"
     path.write_text(json.dumps({"steps": steps}))
     assert json.loads(path.read_text())["steps"] == steps
+
+
+@pytest.mark.slow  # reads the session's smoke search
+def test_the_end_of_a_run_draws_the_lineage_for_loggers_that_show_images(smoke_run, tmp_path):
+    """What WandbLogger.finish logs as images (``summary["heatmaps"]``) includes the lineage."""
+    import shutil
+
+    from llmatic.search.loop import _render_heatmaps
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run, ignore=shutil.ignore_patterns("jobs", "figures"))
+    paths = [Path(p) for p in _render_heatmaps(run)]
+    assert [p.name for p in paths] == ["network_heatmap.png", "prompt_heatmap.png",
+                                       "lineage.png"]
+    assert paths[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
