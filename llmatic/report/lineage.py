@@ -70,15 +70,14 @@ def ancestry(history: Sequence[dict[str, Any]], candidate_id: int) -> list[dict[
 def source_of(run_dir: str | Path, step: dict[str, Any]) -> str | None:
     """The source a step's candidate was, read from ``candidates/`` (None when not kept).
 
-    A NAS-Bench-201 cell whose text was not kept is its arch string, one node per line.
+    A NAS-Bench-201 cell is its arch string, one node per line (the search keeps the text of
+    only some cells, and the cell is what was looked up).
     """
-    name = step.get("source_file")
-    path = Path(run_dir) / name if name else None
-    if path is not None and path.is_file():
-        return path.read_text()
     if step.get("arch"):
         return "\n".join(str(step["arch"]).split("+")) + "\n"
-    return None
+    name = step.get("source_file")
+    path = Path(run_dir) / name if name else None
+    return path.read_text() if path is not None and path.is_file() else None
 
 
 def step_diffs(run_dir: str | Path, steps: Sequence[dict[str, Any]],
@@ -116,9 +115,10 @@ def lineage_markdown(steps: Sequence[dict[str, Any]]) -> str:
              "| fitness |", "|---:|---:|---|---|---|---:|---:|"]
     for s in steps:
         parents = ", ".join(str(p) for p in s.get("parents") or []) or "-"
-        instruction = (s.get("instruction") or "-").replace("|", "\\|").replace("\n", " ")
+        instruction = s.get("instruction") or "-"
         if s.get("arch"):
             instruction += f" (cell `{s['arch']}`)"
+        instruction = instruction.replace("|", "\\|").replace("\n", " ")  # one table cell
         lines.append(f"| {s['candidate_id']} | {s['generation']} | {s.get('operator') or '-'} "
                      f"| {parents} | {instruction} | {_num(s.get('temperature'), 2)} "
                      f"| {_num(s.get('fitness'))} |")
