@@ -82,8 +82,11 @@ def test_step_diffs_show_what_each_instruction_changed(tmp_path: Path):
 def test_nb201_cells_diff_as_arch_strings_one_node_per_line(tmp_path: Path):
     a = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
     b = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
-    history = [record(0, 0, [], 0.5, operator="seed", arch=a), record(1, 1, [0], 0.6, arch=b)]
+    (tmp_path / "seed.py").write_text("class Cell(nn.Module):\n    pass\n")  # the seed's text
+    history = [record(0, 0, [], 0.5, operator="seed", arch=a, source_file="seed.py"),
+               record(1, 1, [0], 0.6, arch=b)]
     (diff,) = step_diffs(tmp_path, ancestry(history, 1))
+    assert "class Cell" not in diff["diff"]  # cells are compared as cells
     assert "-|skip_connect~0|none~1|none~2|" in diff["diff"]
     assert "+|skip_connect~0|none~1|avg_pool_3x3~2|" in diff["diff"]
 
