@@ -119,7 +119,9 @@ def _network_files(choice: Choice, diffs: list[dict[str, Any]]) -> dict[str, byt
     }
     if onnx is not None:
         listing["model.onnx"] = ("the same network and weights as an ONNX graph (input "
-                                 "`input`, output `logits`, dynamic batch)")
+                                 "`input`, output `logits`, dynamic batch), traced with one "
+                                 "input of zeros: Python control flow that depends on the "
+                                 "input is frozen as traced")
     listing.update({"card.md": "this card", "lineage.json": "the lineage as data, with the "
                     "diffs", "lineage.png": "the lineage tree", EXPORT_JSON: "the numbers "
                     "above as data"})
