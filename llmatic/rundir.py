@@ -65,6 +65,26 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (path / HISTORY).is_file() and (path / CONFIG).is_file()
 
 
+def write_failed(path: str | os.PathLike, exc: OSError, run_dir: str | os.PathLike,
+                 kept: str = "the last checkpoint is intact") -> RunDirectoryError:
+    """The named error that stops a search whose run directory cannot be written.
+
+    ``kept``: what is still intact (the history up to the last checkpoint, the checkpoint).
+    """
+    return RunDirectoryError(
+        f"could not write {path} ({exc.strerror or exc}); {kept}. Nothing is lost: free "
+        f"space, then resume with `llmatic resume={run_dir}`"
+    )
+
+
+def write_run_file(path: str | os.PathLike, text: str, run_dir: str | os.PathLike) -> None:
+    """Write ``text`` to ``path`` in the run directory, or stop with :func:`write_failed`."""
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise write_failed(path, exc, run_dir) from exc
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file, fsync, rename: a reader sees the old or the new file.
 
@@ -147,11 +167,8 @@ def save_checkpoint(run_dir: str | os.PathLike, state: Any) -> Path:
         atomic_write_bytes(path, data)
         atomic_write_bytes(directory / LATEST, data)
     except OSError as exc:
-        raise RunDirectoryError(
-            f"could not write checkpoint {path} ({exc.strerror or exc}); the previous "
-            f"checkpoint {directory / LATEST} is intact. Free space or fix permissions, then "
-            f"continue with: llmatic resume={run_dir}"
-        ) from exc
+        raise write_failed(path, exc, run_dir,
+                           f"the previous checkpoint {directory / LATEST} is intact") from exc
     return path
 
 

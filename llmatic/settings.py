@@ -130,6 +130,9 @@ class SandboxLimits:
     memory_mb: int | None
     torch_threads: int
     isolation: str | None = "auto"
+    #: ``sandbox.max_processes`` / ``scratch_mb`` / ``scratch_inodes`` / ``cpus`` (absent: the
+    #: defaults of :class:`llmatic.sandbox.caps.Caps`).
+    caps: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ def sandbox_limits(cfg: DictConfig) -> SandboxLimits:
         memory_mb=None if sb.memory_mb is None else int(sb.memory_mb),
         torch_threads=int(sb.torch_threads),
         isolation=sb.get("isolation"),
+        caps={k: None if sb[k] is None else (float if k == "cpus" else int)(sb[k])
+              for k in ("max_processes", "scratch_mb", "scratch_inodes", "cpus") if k in sb},
     )
 
 
@@ -191,7 +193,8 @@ def build_network_space(cfg: DictConfig, run_dir: Path, sandbox: Any = None) -> 
     evaluator = build_evaluator(cfg, sandbox)
     # Starts the sandbox server(s), which import torch + Lightning while we load the rest.
     evaluator.start(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                    torch_threads=limits.torch_threads, isolation=limits.isolation)
+                    torch_threads=limits.torch_threads, isolation=limits.isolation,
+                    caps=limits.caps)
     try:
         # Data first: a missing dataset must fail before the LLM loads or anything runs.
         datamodule = instantiate(datamodule_kwargs(cfg.dataset), _convert_="all")

@@ -84,6 +84,13 @@ def _check_budget_and_limits(cfg: DictConfig) -> None:
     isolation = cfg.sandbox.get("isolation", "auto")
     need(isolation in ("auto", "strict", "python"), "sandbox.isolation",
          f"must be auto, strict or python, got {isolation!r}")
+    for key, low in (("max_processes", 16), ("scratch_mb", 1), ("scratch_inodes", 64)):
+        if cfg.sandbox.get(key) is not None:  # per-candidate caps (llmatic/sandbox/caps.py)
+            v = number(cfg, f"sandbox.{key}")
+            need(v >= low and v == int(v), f"sandbox.{key}",
+                 f"must be an integer >= {low} or null, got {v:g}")
+    if cfg.sandbox.get("cpus") is not None:
+        need(number(cfg, "sandbox.cpus") > 0, "sandbox.cpus", "must be > 0 cores or null")
     need(number(cfg, "dataset.batch_size") >= 1, "dataset.batch_size", "must be >= 1")
 
 

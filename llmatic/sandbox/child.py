@@ -35,6 +35,8 @@ from llmatic.types import Status
 
 #: Largest file a child may write (its logs, result and logits).
 MAX_FILE_BYTES = 256 * 2**20
+#: Open files per process (pipes and sockets hold kernel memory no other limit counts).
+MAX_OPEN_FILES = 4096
 #: Memory a DDP supervisor may allocate for its rendezvous store (its clients are candidates).
 SUPERVISOR_MEMORY_MB = 256
 #: The job directory's subdirectory a candidate may write (HOME, TMPDIR, Lightning's root).
@@ -97,7 +99,9 @@ def run_child(job_dir: str, memory_mb: int | None, torch_threads: int, server: i
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
         if iso is not None and rank_env is None:  # a DDP supervisor already did this
-            iso.enter()  # from here on: PID 1 of new user/pid/net/mount namespaces
+            # From here on: PID 1 of new user/pid/net/mount namespaces, in its own cgroups,
+            # with a size-limited tmpfs as its scratch directory.
+            iso.enter(scratch=os.path.join(job_dir, SCRATCH))
         job = json.loads(Path("job.json").read_text())
         # The worker's reports are opened now: the candidate cannot write the job directory.
         outputs = {"result": os.open(result_file(rank), _NEW_FILE, 0o600)}
@@ -152,6 +156,10 @@ def _limit_resources(memory_mb: int | None, torch_threads: int,
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, cap), cap))
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
     if timeout_s:  # CPU-time backstop: SIGXCPU, then SIGKILL five seconds later
         cpu = int(timeout_s * max(1, torch_threads) + 30)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -194,7 +202,8 @@ def run_supervisor(req: dict[str, Any], server: int, iso: Any = None) -> None:
             os.dup2(devnull, fd)
         os.closerange(3, 1024)  # the server's protocol pipes
         if iso is not None:  # the ranks share one set of namespaces (loopback up)
-            iso.enter(ddp_supervisor=True)
+            iso.enter(scratch=os.path.join(job_dir, SCRATCH), ranks=world_size,
+                      ddp_supervisor=True)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from llmatic.rundir import JOBS, write_failed
 from llmatic.sandbox.common import kill_group, read_json, regular_file, tail
 from llmatic.sandbox.ddp import plan_ranks
 from llmatic.train import (
@@ -48,6 +49,8 @@ class ChildOutcome:
     seconds: float
     #: The logits the child predicted (read right after it exited), or None.
     logits: np.ndarray | None = None
+    #: Caps the candidate ran into (``{"oom_kill": 1}``: the memory cgroup killed a process).
+    events: dict[str, int] | None = None
 
 
 class Sandbox:
@@ -57,11 +60,14 @@ class Sandbox:
         timeout_s: Wall-clock limit per candidate; the child's process group is killed.
         memory_mb: Memory a candidate may allocate beyond the pre-warmed runtime.
         torch_threads: Intra-op threads inside each child.
+        isolation: ``sandbox.isolation`` (auto | strict | python).
+        caps: ``sandbox.max_processes`` / ``scratch_mb`` / ``scratch_inodes`` / ``cpus``
+            (:class:`~llmatic.sandbox.caps.Caps`; ``cpus`` defaults to ``torch_threads``).
     """
 
     def __init__(
         self, *, timeout_s: float, memory_mb: int | None, torch_threads: int = 1,
-        isolation: str | None = None,
+        isolation: str | None = None, caps: dict[str, Any] | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"sandbox.timeout_s must be > 0, got {timeout_s}")
@@ -70,8 +76,14 @@ class Sandbox:
         self.timeout_s = float(timeout_s)
         self.memory_mb = None if memory_mb is None else int(memory_mb)
         self.torch_threads = max(1, int(torch_threads))
+        from llmatic.sandbox.caps import Caps
         from llmatic.sandbox.isolation import MODES, default_mode
 
+        given = dict(caps or {})
+        given.setdefault("cpus", self.torch_threads)
+        given["memory_mb"] = self.memory_mb
+        self.caps = Caps.from_dict(given)
+        self.caps.check()
         self.isolation = isolation or default_mode()
         if self.isolation not in MODES:
             raise ValueError(f"sandbox.isolation must be one of {MODES}, got {self.isolation!r}")
@@ -103,7 +115,8 @@ class Sandbox:
         env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                     "PYTHONWARNINGS": "ignore"})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "llmatic.sandbox.server", "--isolation", self.isolation],
+            [sys.executable, "-m", "llmatic.sandbox.server", "--isolation", self.isolation,
+             "--caps", json.dumps(self.caps.to_dict())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -182,8 +195,11 @@ class Sandbox:
         job_dir = _prepare_job_dir(job, job_dir)
         waiter: queue.Queue = queue.Queue()
         job_id = self._send(job_dir, waiter, cuda_devices, world_size)
-        started, exitcode, timed_out = self._wait(job_id, waiter)
-        return _collect(job, job_dir, started, exitcode, timed_out)
+        events: dict[str, int] = {}
+        started, exitcode, timed_out = self._wait(job_id, waiter, events)
+        outcome = _collect(job, job_dir, started, exitcode, timed_out)
+        outcome.events = events
+        return outcome
 
     def _send(self, job_dir: Path, waiter: queue.Queue, cuda_devices: str | None,
               world_size: int) -> int:
@@ -202,8 +218,9 @@ class Sandbox:
             proc.stdin.flush()
         return job_id
 
-    def _wait(self, job_id: int, waiter: queue.Queue) -> tuple[float, int | None, bool]:
-        """Wait for the child to exit, killing its group at the timeout.
+    def _wait(self, job_id: int, waiter: queue.Queue, events: dict[str, int]
+              ) -> tuple[float, int | None, bool]:
+        """Wait for the child to exit, killing its group at the timeout (``events``: filled).
 
         Returns:
             ``(started, exitcode, timed_out)``: when the clock started (``perf_counter``),
@@ -228,11 +245,12 @@ class Sandbox:
                     timed_out = True
                     kill_group(pid)
                     try:  # the server reaps the killed child and reports it
-                        waiter.get(timeout=10)
+                        events.update(waiter.get(timeout=10).get("events") or {})
                     except queue.Empty:
                         pass
                     break
                 exitcode = msg.get("exitcode")
+                events.update(msg.get("events") or {})
                 kill_group(pid)  # anything the candidate left running in its group
                 break
         except queue.Empty:  # the server never answered: it is wedged; start a new one
@@ -245,12 +263,16 @@ class Sandbox:
 def _prepare_job_dir(job: dict[str, Any], job_dir: Path) -> Path:
     """Create ``job_dir`` (resolved), remove a previous run's reports, write ``job.json``."""
     job_dir = Path(job_dir).resolve()
-    job_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, LOGITS_FILE, MEASURES_FILE, logits_file("test"), WEIGHTS_FILE,
-                  ONNX_FILE,
-                  *(p.name for p in job_dir.glob("result.rank*.json"))):
-        (job_dir / stale).unlink(missing_ok=True)
-    (job_dir / "job.json").write_text(json.dumps(job))
+    try:  # a full disk stops the search with a named error (nothing written is lost)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (RESULT_FILE, LOGITS_FILE, MEASURES_FILE, logits_file("test"), WEIGHTS_FILE,
+                      ONNX_FILE,
+                      *(p.name for p in job_dir.glob("result.rank*.json"))):
+            (job_dir / stale).unlink(missing_ok=True)
+        (job_dir / "job.json").write_text(json.dumps(job))
+    except OSError as exc:
+        run_dir = job_dir.parent.parent if job_dir.parent.name == JOBS else "RUN_DIR"
+        raise write_failed(job_dir / "job.json", exc, run_dir) from exc
     return job_dir
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import json
 import queue
 import tempfile
 import threading
@@ -37,7 +38,7 @@ class Evaluator(abc.ABC):
 
     @abc.abstractmethod
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
-              isolation: str | None = None) -> None:
+              isolation: str | None = None, caps: dict[str, Any] | None = None) -> None:
         """Prepare (start servers); may return before they are ready."""
 
     @abc.abstractmethod
@@ -87,12 +88,13 @@ class _DispatchingEvaluator(Evaluator):
             self._pool = None
 
 
-_SHARED: dict[tuple[float, int | None, int], Sandbox] = {}
+_SHARED: dict[tuple[Any, ...], Sandbox] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: int,
-                    isolation: str | None = None) -> Sandbox:
+                    isolation: str | None = None,
+                    caps: dict[str, Any] | None = None) -> Sandbox:
     """This process's pre-warmed sandbox server for these limits (started on first use).
 
     Hydra's basic launcher runs the jobs of a sweep one after another in one process; they
@@ -101,14 +103,15 @@ def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: i
     child forked from it. The servers stop when the process exits.
     """
     key = (float(timeout_s), None if memory_mb is None else int(memory_mb), int(torch_threads),
-           isolation)
+           isolation, json.dumps(caps or {}, sort_keys=True))
     with _SHARED_LOCK:
         box = _SHARED.get(key)
         if box is None:
             if not _SHARED:
                 atexit.register(_close_shared)
             box = _SHARED[key] = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                                         torch_threads=torch_threads, isolation=isolation)
+                                         torch_threads=torch_threads, isolation=isolation,
+                                         caps=caps)
     return box
 
 
@@ -160,7 +163,7 @@ class PoolEvaluator(_DispatchingEvaluator):
         self.sandbox = sandbox
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
-              isolation: str | None = None) -> None:
+              isolation: str | None = None, caps: dict[str, Any] | None = None) -> None:
         """Start the sandbox server (in the background) and the dispatch threads.
 
         ``isolation``: ``sandbox.isolation`` (auto | strict | python; None: the
@@ -169,7 +172,8 @@ class PoolEvaluator(_DispatchingEvaluator):
         """
         if self.sandbox is None:  # the process's server: later runs here reuse it
             self.sandbox = process_sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                                           torch_threads=torch_threads, isolation=isolation)
+                                           torch_threads=torch_threads, isolation=isolation,
+                                           caps=caps)
         self.sandbox.start()
         if self.gpus_option == "auto":
             gpus = _visible_gpus()
@@ -245,9 +249,9 @@ class _SandboxActor:
     """A Ray actor holding one pre-warmed sandbox server; runs one child per call."""
 
     def __init__(self, timeout_s: float, memory_mb: int | None, torch_threads: int,
-                 isolation: str | None = None) -> None:
+                 isolation: str | None = None, caps: dict[str, Any] | None = None) -> None:
         self.sandbox = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
-                               torch_threads=torch_threads, isolation=isolation)
+                               torch_threads=torch_threads, isolation=isolation, caps=caps)
         self.sandbox.start()
 
     def run(self, job: dict[str, Any], job_dir: str) -> ChildOutcome:
@@ -290,7 +294,7 @@ class RayEvaluator(_DispatchingEvaluator):
         self._aborting = False
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
-              isolation: str | None = None) -> None:
+              isolation: str | None = None, caps: dict[str, Any] | None = None) -> None:
         """Connect to (or start) Ray and create the actors."""
         try:
             import ray
@@ -304,7 +308,7 @@ class RayEvaluator(_DispatchingEvaluator):
             ray.init(**kwargs)
             self._started_ray = True
         actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_SandboxActor)
-        self._all = [actor_cls.remote(timeout_s, memory_mb, torch_threads, isolation)
+        self._all = [actor_cls.remote(timeout_s, memory_mb, torch_threads, isolation, caps)
                      for _ in range(self.workers)]
         self._open(list(self._all), "llmatic-ray")
 

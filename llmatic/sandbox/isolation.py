@@ -26,15 +26,17 @@ Layers (each probed once when the server starts, see :func:`probe`):
   namespaces through clone, and sockets (any family for a single child; DDP ranks may
   open IP, Unix and netlink sockets inside their loopback-only network).
 
-``sandbox.isolation``: ``auto`` applies every layer :func:`probe` found and records which;
-``strict`` refuses to start when one is missing; ``python`` applies none (the older,
+Then the caps of :mod:`llmatic.sandbox.caps` (``processes``, ``scratch``, ``memory``,
+``cpu``): how much of the machine one candidate may take.
+
+``sandbox.isolation``: ``auto`` applies every layer and cap :func:`probe` found and records
+which; ``strict`` refuses to start when one is missing; ``python`` applies none (the older,
 Python-level boundary: static policy, audit hook, rlimits).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import os
 import platform
@@ -47,9 +49,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmatic.sandbox.caps import CAPS, Caps, Cgroups, mount_scratch, probe_caps, resident_bytes
+from llmatic.sandbox.seccomp import apply_seccomp, drop_capabilities, seccomp_supported
+
 MODES = ("auto", "strict", "python")
 #: The kernel layers, in the order they are applied.
-LAYERS = ("namespaces", "private_proc", "landlock", "seccomp")
+KERNEL_LAYERS = ("namespaces", "private_proc", "landlock", "seccomp")
+#: Everything the report lists: the kernel layers, then the caps.
+LAYERS = KERNEL_LAYERS + CAPS
 
 
 class IsolationError(RuntimeError):
@@ -324,98 +331,6 @@ def apply_landlock(plan: FsPlan, *, abi: int, read: list[str], write: list[str],
         os.close(ruleset)
 
 
-# -- capabilities -------------------------------------------------------------------------
-_SYS_CAPSET, _CAP_VERSION_3 = 126, 0x20080522
-_PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
-
-
-def drop_capabilities() -> None:
-    """Give up every capability (the new user namespace grants them all inside it).
-
-    Bounding set, ambient set, then effective / permitted / inheritable: nothing the candidate
-    starts can regain one (``no_new_privs`` is set by the other layers too).
-    """
-    for cap in range(64):
-        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
-            if ctypes.get_errno() == errno.EINVAL:  # past the kernel's last capability
-                break
-    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = ctypes.create_string_buffer(struct.pack("Ii", _CAP_VERSION_3, 0), 8)
-    data = ctypes.create_string_buffer(bytes(24), 24)  # two (effective, permitted, inheritable)
-    _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
-
-
-# -- seccomp ------------------------------------------------------------------------------
-_AUDIT_ARCH_X86_64 = 0xC000003E
-#: x86_64 numbers of the calls a candidate never needs.
-_DENIED_X86_64 = {
-    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "bpf": 321,
-    "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249,
-    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "kexec_load": 246,
-    "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
-    "unshare": 272, "setns": 308, "swapon": 167, "swapoff": 168, "reboot": 169,
-    "userfaultfd": 323, "open_by_handle_at": 304, "name_to_handle_at": 303,
-    "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "kcmp": 312,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "fanotify_init": 300, "acct": 163, "quotactl": 179, "quotactl_fd": 443,
-    "mknod": 133, "mknodat": 259, "chmod": 90, "fchmod": 91, "fchmodat": 268,
-    "fchmodat2": 452, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
-    "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261, "setxattr": 188,
-    "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
-    "fremovexattr": 199, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "iopl": 172,
-    "ioperm": 173, "syslog": 103, "settimeofday": 164, "clock_settime": 227,
-    "adjtimex": 159, "sethostname": 170, "setdomainname": 171, "uselib": 134,
-    "vhangup": 153, "lookup_dcookie": 212, "personality": 135,
-}
-_SYS_SOCKET, _SYS_CLONE, _SYS_CLONE3 = 41, 56, 435
-_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
-_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
-
-
-def seccomp_supported() -> bool:
-    """Whether this machine's architecture has a filter here (x86_64)."""
-    return platform.machine() in ("x86_64", "AMD64")
-
-
-def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
-    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
-
-
-def seccomp_program(*, sockets: tuple[int, ...] = ()) -> bytes:
-    """The filter: refuse the calls above (EPERM) and sockets outside ``sockets``."""
-    ld, jeq, jset, jge, ret = 0x20, 0x15, 0x45, 0x35, 0x06
-    deny = _RET_ERRNO | errno.EPERM
-    prog = [_bpf(ld, 0, 0, 4), _bpf(jeq, 1, 0, _AUDIT_ARCH_X86_64), _bpf(ret, 0, 0, deny),
-            _bpf(ld, 0, 0, 0), _bpf(jge, 0, 1, 0x40000000), _bpf(ret, 0, 0, deny)]  # x32
-    for nr in sorted(set(_DENIED_X86_64.values())):
-        prog += [_bpf(jeq, 0, 1, nr), _bpf(ret, 0, 0, deny)]
-    prog += [_bpf(jeq, 0, 1, _SYS_CLONE3), _bpf(ret, 0, 0, _RET_ERRNO | errno.ENOSYS)]
-    # clone(flags): no new namespaces (the candidate's are final)
-    prog += [_bpf(jeq, 0, 4, _SYS_CLONE), _bpf(ld, 0, 0, 16),
-             _bpf(jset, 0, 1, _NS_FLAGS | CLONE_NEWUTS | CLONE_NEWCGROUP),
-             _bpf(ret, 0, 0, deny), _bpf(ret, 0, 0, _RET_ALLOW)]
-    # socket(family, ...): only the families given
-    n = len(sockets)
-    prog += [_bpf(jeq, 0, n + 3, _SYS_SOCKET), _bpf(ld, 0, 0, 16)]
-    for i, family in enumerate(sockets):
-        prog.append(_bpf(jeq, n - i, 0, family))  # -> the ALLOW below
-    prog += [_bpf(ret, 0, 0, _RET_ERRNO | errno.EACCES), _bpf(ret, 0, 0, _RET_ALLOW)]
-    prog.append(_bpf(ret, 0, 0, _RET_ALLOW))
-    return b"".join(prog)
-
-
-def apply_seccomp(*, ddp: bool) -> None:
-    """Install the filter on this process (inherited by everything it starts)."""
-    sockets = (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK) if ddp else ()
-    program = seccomp_program(sockets=sockets)
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buf))
-    fbuf = ctypes.create_string_buffer(fprog, len(fprog))
-    _check(_libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    _check(_libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0), "prctl(PR_SET_SECCOMP)")
-
-
 # -- the plan for one server --------------------------------------------------------------
 @dataclass
 class Isolation:
@@ -426,6 +341,10 @@ class Isolation:
     reasons: dict[str, str]
     landlock_abi: int
     fs: FsPlan | None = None
+    caps: Caps = field(default_factory=Caps)
+    #: How each cap present is enforced (``pids_cgroup``, ``RLIMIT_NPROC``, ``tmpfs`` ...).
+    means: dict[str, list[str]] = field(default_factory=dict)
+    cgroups: Cgroups | None = None
 
     @property
     def active(self) -> list[str]:
@@ -438,17 +357,34 @@ class Isolation:
                 "missing": {k: self.reasons.get(k, "unavailable") for k in LAYERS
                             if not self.layers.get(k)},
                 "landlock_abi": self.landlock_abi,
-                "denied_data": list(self.fs.denied) if self.fs else []}
+                "denied_data": list(self.fs.denied) if self.fs else [],
+                "caps": {**self.caps.to_dict(), "by": {k: v for k, v in self.means.items()
+                                                       if self.layers.get(k)}}}
 
     # -- in the child (single-threaded, before any candidate code) -----------------------
-    def enter(self, *, ddp_supervisor: bool = False) -> None:
-        """Namespaces and /proc: call right after the fork, before the job's files."""
+    def enter(self, *, scratch: str | None = None, ranks: int = 1,
+              ddp_supervisor: bool = False) -> None:
+        """Cgroups, namespaces, /proc, the scratch tmpfs: right after the fork.
+
+        ``ranks``: how many training processes share the memory cgroup (DDP ranks).
+        """
+        if self.cgroups is not None:  # first: everything this process starts inherits it
+            memory = None
+            if self.layers.get("memory") and self.caps.memory_mb:
+                memory = ranks * (resident_bytes() + self.caps.memory_mb * 2**20)
+                memory += (self.caps.scratch_mb or 0) * 2**20
+            self.cgroups.join(self.caps, memory_bytes=memory)
         if self.layers.get("namespaces"):
             enter_namespaces()
             if ddp_supervisor:
                 loopback_up()
         if self.layers.get("private_proc"):
             mount_private_proc()
+        if self.layers.get("scratch") and scratch is not None:
+            if not self.layers.get("private_proc"):  # (that made every mount private)
+                _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
+                       "mount --make-rprivate /")
+            mount_scratch(scratch, self.caps)
 
     def restrict(self, *, job_dir: str, inputs: list[str], writable: list[str],
                  ddp: bool) -> None:
@@ -457,6 +393,10 @@ class Isolation:
             apply_landlock(self.fs, abi=self.landlock_abi, read=[job_dir, *inputs],
                            write=writable, proc=bool(self.layers.get("private_proc")),
                            net=not ddp, scope_unix=not ddp)
+        if "RLIMIT_NPROC" in self.means.get("processes", []) and self.caps.max_processes:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.caps.max_processes,) * 2)
         if self.layers.get("namespaces"):
             drop_capabilities()  # those the user namespace gave: none survive into the job
         if self.layers.get("seccomp"):
@@ -485,8 +425,12 @@ def _try_in_fork(fn: Any) -> str | None:
     return message.decode() or None
 
 
-def probe(mode: str = "auto", extra_denied: list[str] | None = None) -> Isolation:
-    """Find which layers this kernel offers (each tried in a throwaway fork, ~10 ms).
+def probe(mode: str = "auto", extra_denied: list[str] | None = None,
+          caps: Caps | None = None, *, keep: bool = False) -> Isolation:
+    """Find which layers and caps this machine offers (each tried in a throwaway fork).
+
+    ``caps``: the limits asked for (default :class:`Caps`); ``keep``: keep the cgroups made
+    for them (a server; :meth:`Isolation.close` removes them).
 
     Raises:
         ValueError: for an unknown mode.
@@ -534,18 +478,30 @@ def probe(mode: str = "auto", extra_denied: list[str] | None = None) -> Isolatio
         layers["seccomp"] = why is None
         if why:
             reasons["seccomp"] = why
+    caps = caps or Caps()
+    means: dict[str, list[str]] = {}
+    groups = None
+    if sys.platform.startswith("linux"):
+        present, why, means, groups = probe_caps(
+            caps, namespaces=layers["namespaces"], keep=keep, in_fork=_try_in_fork,
+            enter=enter_namespaces)
+        layers.update(present)
+        reasons.update(why)
     abi = landlock_abi() if layers.get("landlock") else 0
     iso = Isolation(mode, layers, reasons, abi,
-                    FsPlan.build(extra_denied) if layers.get("landlock") else None)
+                    FsPlan.build(extra_denied) if layers.get("landlock") else None,
+                    caps=caps, means=means, cgroups=groups)
     if mode == "strict" and iso.report()["missing"]:
         missing = "; ".join(f"{k}: {v}" for k, v in iso.report()["missing"].items())
+        if groups is not None:
+            groups.close()
         raise IsolationError(f"sandbox.isolation=strict but this machine lacks {missing}")
     return iso
 
 
-def isolation_report(mode: str | None = None) -> dict[str, Any]:
+def isolation_report(mode: str | None = None, caps: Caps | None = None) -> dict[str, Any]:
     """Which layers a sandbox started here would apply (for the summary, the CLI)."""
-    return probe(mode or default_mode()).report()
+    return probe(mode or default_mode(), caps=caps).report()
 
 
 def default_mode() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from llmatic.sandbox.client import ChildOutcome
-from llmatic.sandbox.common import signal_name
+from llmatic.sandbox.common import STDERR_TAIL, signal_name
 from llmatic.types import EvalResult, Status
 
 
@@ -59,9 +59,17 @@ def outcome_to_result(
             error = f"child exited with code {code} without a result"
         if tail:
             error += ": " + " | ".join(tail)
+        events = outcome.events or {}
+        if events.get("oom_kill"):
+            error = (f"the memory cgroup killed {events['oom_kill']} of the candidate's "
+                     f"processes (sandbox.memory_mb); {error}")
         status = Status.MEMORY_LIMIT if "memory" in error.lower() else Status.CRASHED
         return EvalResult(status, error=error, **base)
     status = Status(status_text)
+    if status is not Status.OK and (outcome.events or {}).get("oom_kill"):
+        error = (f"the memory cgroup killed {outcome.events['oom_kill']} of the candidate's "
+                 f"processes (sandbox.memory_mb): {res.get('error')}")
+        return EvalResult(Status.MEMORY_LIMIT, error=error[:STDERR_TAIL], **base)
     if status is not Status.OK:
         return EvalResult(status, error=res.get("error"), **base)
     if val_labels is None:  # a check-only job (no training)

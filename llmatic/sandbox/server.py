@@ -23,28 +23,40 @@ from llmatic.sandbox.child import run_child, run_supervisor
 from llmatic.sandbox.common import kill_group
 
 
-def serve(isolation: str = "auto") -> None:
+def serve(isolation: str = "auto", caps: dict[str, Any] | None = None) -> None:
     """The pre-warmed server loop: read job lines on stdin, fork, report exits.
 
     Protocol (JSON lines): in ``{"id", "job_dir", "memory_mb", "torch_threads", "timeout_s",
     "cuda_devices"}`` and ``"world_size"`` for DDP (a supervisor, see
     :func:`~llmatic.sandbox.child.run_supervisor`); out ``{"ready", "isolation"}`` once, then
-    ``{"id", "pid"}`` after forking and ``{"id", "exitcode"}`` after the child is reaped
-    (negative: killed by that signal).
+    ``{"id", "pid"}`` after forking and ``{"id", "exitcode", "events"}`` after the child is
+    reaped (negative: killed by that signal; ``events``: the caps it ran into, e.g.
+    ``{"oom_kill": 1}``).
     """
     # Keep the protocol on a private descriptor; stray prints from libraries go to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     _preload()
+    from llmatic.sandbox.caps import Caps
     from llmatic.sandbox.isolation import IsolationError, probe
 
     try:  # which kernel layers every child gets; strict refuses to start without one
-        probed = probe(isolation)
-    except (IsolationError, ValueError) as exc:
+        probed = probe(isolation, caps=Caps.from_dict(caps), keep=True)
+    except (IsolationError, ValueError, TypeError) as exc:
         proto.write(json.dumps({"ready": False, "error": str(exc)}) + "\n")
         return
     iso = probed if probed.active else None
-    proto.write(json.dumps({"ready": True, "isolation": probed.report()}) + "\n")
+    try:
+        proto.write(json.dumps({"ready": True, "isolation": probed.report()}) + "\n")
+        _loop(iso, proto)
+    finally:
+        if probed.cgroups is not None:
+            probed.cgroups.close()
+
+
+def _loop(iso: Any, proto: Any) -> None:
+    """Fork a child per job line until stdin closes and every child is reaped."""
+    groups = iso.cgroups if iso is not None else None
     children: dict[int, Any] = {}
     deadlines: dict[int, float] = {}  # pid -> monotonic time after which it is killed
     buffer = b""
@@ -72,7 +84,7 @@ def serve(isolation: str = "auto") -> None:
         else:
             time.sleep(0.02)
         _kill_overdue(deadlines)
-        _reap(children, deadlines, proto)
+        _reap(children, deadlines, proto, groups)
 
 
 def _preload() -> None:
@@ -116,8 +128,14 @@ def _kill_overdue(deadlines: dict[int, float]) -> None:
             del deadlines[pid]
 
 
-def _reap(children: dict[int, Any], deadlines: dict[int, float], proto: Any) -> None:
-    """Reap every child that exited (without waiting); report its job's exit code."""
+def _reap(children: dict[int, Any], deadlines: dict[int, float], proto: Any,
+          groups: Any = None) -> None:
+    """Reap every child that exited (without waiting); report its job's exit code.
+
+    A child's cgroups (``groups``) are emptied and removed once it is gone.
+    """
+    if groups is not None and groups.pending:
+        groups.sweep()
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -128,10 +146,15 @@ def _reap(children: dict[int, Any], deadlines: dict[int, float], proto: Any) -> 
             break
         job_id = children.pop(pid, None)
         deadlines.pop(pid, None)
+        events = groups.release(pid) if groups is not None else {}
         if job_id is not None:
             code = os.waitstatus_to_exitcode(status)
-            proto.write(json.dumps({"id": job_id, "exitcode": code}) + "\n")
+            proto.write(json.dumps({"id": job_id, "exitcode": code, "events": events}) + "\n")
+
+
+def _arg(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 if __name__ == "__main__":
-    serve(sys.argv[sys.argv.index("--isolation") + 1] if "--isolation" in sys.argv else "auto")
+    serve(_arg("--isolation", "auto"), json.loads(_arg("--caps", "null")))

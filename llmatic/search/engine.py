@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmatic.errors import RunDirectoryError
 from llmatic.extract import Extraction
-from llmatic.rundir import HISTORY, candidate_path
+from llmatic.rundir import HISTORY, candidate_path, write_failed, write_run_file
 from llmatic.search.metrics import account, generation_metrics
 from llmatic.search.planner import Plan, Planner
 from llmatic.search.space import SearchSpace
@@ -161,7 +160,7 @@ class Search:
                 # kept only when it could not be read (to see what the LLM wrote).
                 if self.space.keeps_text(ext):
                     path = candidate_path(self.run_dir, plan.candidate_id, generation)
-                    path.write_text(text or "")
+                    write_run_file(path, text or "", self.run_dir)
                 flight.jobs.append((plan, completion, ext))
                 flight.futures.append(self._start(plan, completion, ext, progress, state))
         return flight
@@ -254,11 +253,8 @@ class Search:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise RunDirectoryError(
-                f"could not append to {path} ({exc.strerror or exc}); the last checkpoint is "
-                "intact and a resume redoes this generation. Free space or fix permissions, "
-                f"then continue with: llmatic resume={self.run_dir}"
-            ) from exc
+            raise write_failed(path, exc, self.run_dir, "the last checkpoint is intact and a "
+                               "resume redoes this generation") from exc
         state.history_lines += len(records)
 
     # -- generation 0 -----------------------------------------------------------------------
@@ -271,7 +267,7 @@ class Search:
         space = self.space
         cid = state.next_candidate_id
         state.next_candidate_id += 1
-        candidate_path(self.run_dir, cid, 0).write_text(space.seed_source)
+        write_run_file(candidate_path(self.run_dir, cid, 0), space.seed_source, self.run_dir)
         result = self.evaluate(space.seed_source, space.seed_class, cid)
         if result.status is not Status.OK:
             raise RuntimeError(

@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmatic.rundir import HISTORY, SUMMARY, atomic_write_bytes, save_checkpoint, truncate_history
+from llmatic.rundir import (
+    HISTORY,
+    SUMMARY,
+    atomic_write_bytes,
+    save_checkpoint,
+    truncate_history,
+    write_failed,
+)
 from llmatic.search.engine import Search
 from llmatic.search.metrics import summarize
 from llmatic.search.state import SearchState
@@ -63,7 +70,10 @@ def run(search: Search, state: SearchState | None, *, logger: Any, run_config: d
         extra = search.space.finish(search, state, console)
         if extra is not None:
             summary[search.space.name] = extra
-        atomic_write_bytes(run_dir / SUMMARY, json.dumps(summary, indent=2).encode())
+        try:
+            atomic_write_bytes(run_dir / SUMMARY, json.dumps(summary, indent=2).encode())
+        except OSError as exc:
+            raise write_failed(run_dir / SUMMARY, exc, run_dir) from exc
         if getattr(logger, "wants_heatmaps", False):
             summary["heatmaps"] = _render_heatmaps(run_dir)
         logger.finish(summary)
