@@ -67,11 +67,14 @@ class SearchSettings:
         prompt_archive: Ablation switch: curiosity-driven prompts (else uniform).
         network_archive: Ablation switch: parents from the archive (else an elitist list).
         curiosity: Curiosity increments (added, not_added, untrainable, no_network).
-        pipeline_generations: Plan generation g+1 before g is told (no idle workers).
+        pipeline_generations: Plan generation g+1 before g is told (``schedule=pipelined``).
         overlap_chunk: Generate and submit in chunks of this size (0: whole generation).
         archive: The archives' shapes.
         ablation: The ablation's name (summary only).
         dataset: The dataset's name (summary only).
+        schedule: ``generational`` (the paper), ``pipelined`` or ``steady``.
+        steady_lag: ``steady``: candidate i is planned from the archives after every
+            candidate before i - steady_lag was told.
     """
 
     seed: int
@@ -93,6 +96,8 @@ class SearchSettings:
     archive: ArchiveSettings
     ablation: str
     dataset: str
+    schedule: str = "generational"
+    steady_lag: int = 0
 
 
 @dataclass(frozen=True)

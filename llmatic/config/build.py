@@ -48,6 +48,10 @@ def search_settings(cfg: DictConfig) -> SearchSettings:
     ab, sel, arch = plain(cfg.ablation), plain(cfg.prompt_selection), cfg.archive
     p_mutation = cfg.operators.p_mutation if ab.get("p_mutation") is None else ab["p_mutation"]
     space = str(cfg.get("space", "network"))
+    schedule = str(cfg.get("schedule", "generational"))
+    if schedule == "generational" and cfg.get("pipeline_generations", False):
+        schedule = "pipelined"  # the old name of schedule=pipelined (runs before 0.3)
+    per_gen, lag = int(cfg.budget.candidates_per_generation), cfg.get("steady_lag")
     return SearchSettings(
         seed=int(cfg.seed),
         generations=int(cfg.budget.generations),
@@ -67,7 +71,7 @@ def search_settings(cfg: DictConfig) -> SearchSettings:
         prompt_archive=bool(ab["prompt_archive"]),
         network_archive=bool(ab["network_archive"]),
         curiosity={k: float(v) for k, v in cfg.curiosity.items()},
-        pipeline_generations=bool(cfg.get("pipeline_generations", False)),
+        pipeline_generations=schedule == "pipelined",
         overlap_chunk=int(cfg.sandbox.get("overlap_chunk", 0) or 0),
         archive=ArchiveSettings(
             kind=str(arch.kind),
@@ -82,6 +86,8 @@ def search_settings(cfg: DictConfig) -> SearchSettings:
         ),
         ablation=str(cfg.ablation.name),
         dataset=str(cfg.nb201.dataset) if space == "nb201" else str(cfg.dataset.name),
+        schedule=schedule,
+        steady_lag=int(per_gen if lag is None else lag),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
 
     from llmatic.search import run
 
+    started = time.perf_counter()  # the time to the first result counts from here
     validate_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +105,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
         (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     console = Console(stderr=True)
     search = _build_checked(cfg, run_dir, sandbox)
+    search.started_at = started
     try:
         logger = instantiate(cfg.logger)
     except BaseException:

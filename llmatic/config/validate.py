@@ -179,6 +179,7 @@ def _check_llm_data_and_space(cfg: DictConfig) -> None:
     pipeline = cfg.get("pipeline_generations", False)
     need(isinstance(pipeline, bool), "pipeline_generations",
          f"must be true or false, got {pipeline!r}")
+    _check_schedule(cfg, pipeline)
     space = cfg.get("space", "network")
     need(space in ("network", "nb201"), "space", f"must be network or nb201, got {space!r}")
     if space == "nb201":
@@ -192,6 +193,19 @@ def _check_llm_data_and_space(cfg: DictConfig) -> None:
         epochs = number(cfg, "budget.epochs")  # 0 trained nothing: every candidate crashed
         need(epochs >= 1, "budget.epochs",
              f"must be >= 1 for networks (each candidate is trained), got {epochs:g}")
+
+
+def _check_schedule(cfg: DictConfig, pipeline: bool) -> None:
+    """``schedule`` and ``steady_lag`` (``pipeline_generations=true``: schedule=pipelined)."""
+    schedule = cfg.get("schedule", "generational")
+    need(schedule in ("generational", "pipelined", "steady"), "schedule",
+         f"must be generational, pipelined or steady, got {schedule!r}")
+    need(not pipeline or schedule != "steady", "pipeline_generations",
+         "pipeline_generations=true is the old name of schedule=pipelined and contradicts "
+         "schedule=steady: drop pipeline_generations=true")
+    lag = cfg.get("steady_lag")
+    need(lag is None or (isinstance(lag, int) and not isinstance(lag, bool) and lag >= 0),
+         "steady_lag", f"must be null (one generation) or an integer >= 0, got {lag!r}")
 
 
 def _check_ablation(cfg: DictConfig) -> None:

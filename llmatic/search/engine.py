@@ -10,6 +10,10 @@ One generation:
 5. **tell**, in candidate order so results never depend on timing
    (:mod:`llmatic.search.tell`), and append the records to ``history.jsonl``.
 
+``schedule=steady`` runs the same steps one candidate at a time (:mod:`llmatic.search.steady`).
+Candidates reach the evaluator through a :class:`~llmatic.search.dispatch.Dispatcher`, which
+records when each one ran on a worker: a generation's worker utilisation is measured from it.
+
 The engine receives built parts; it never reads a config. ``llmatic.config`` builds it.
 """
 
@@ -28,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmatic.extract import Extraction
-from llmatic.rundir import HISTORY, candidate_path, write_failed, write_run_file
-from llmatic.search.metrics import account, generation_metrics
+from llmatic.rundir import HISTORY, candidate_path, read_history, write_failed, write_run_file
+from llmatic.search.dispatch import Dispatcher, RunClock
+from llmatic.search.metrics import account, generation_metrics, utilisation
 from llmatic.search.planner import Plan, Planner
 from llmatic.search.space import SearchSpace
 from llmatic.search.state import SearchState
@@ -81,6 +86,22 @@ class Search:
                              run_dir=self.run_dir)
         #: Networks submitted and not yet told: key -> (candidate id, future).
         self._running: dict[str, tuple[int, Future]] = {}
+        #: The run clock (seconds; it continues across a resume) and the workers' queue.
+        self.clock = RunClock()
+        self.dispatcher = Dispatcher(self.workers, self.clock)
+        #: When ``run_search`` was called (perf_counter; None: not known): the time to the
+        #: first result is measured from it.
+        self.started_at: float | None = None
+        #: Generation -> its worker utilisation (:func:`~llmatic.search.metrics.utilisation`).
+        self.block_stats: dict[int, dict[str, Any]] = {}
+        self._block_start = 0.0
+        self._told_spans: list[tuple[float, float]] = []
+        self._steady: Any = None
+
+    @property
+    def workers(self) -> int:
+        """Candidates the space's evaluator runs at once (1: lookups in this process)."""
+        return int(getattr(getattr(self.space, "evaluator", None), "workers", 1) or 1)
 
     @property
     def instructions(self) -> tuple[str, ...]:
@@ -142,6 +163,7 @@ class Search:
     def start_generation(self, state: SearchState, generation: int, progress: Any = None,
                          plans: list[Plan] | None = None) -> InFlight:
         """Plan (unless ``plans`` are given), generate and submit one generation."""
+        self.start_clock(state)
         if plans is None:
             plans = self.plan(state, generation)
         chunk = self.settings.overlap_chunk or len(plans)
@@ -206,7 +228,8 @@ class Search:
             plan.duplicate_of = running[0]
             future = running[1]
         else:
-            future = self.space.submit(ext.source, ext.class_name, plan.candidate_id)
+            source, name, cid = ext.source, ext.class_name, plan.candidate_id
+            future = self.dispatcher.submit(cid, lambda: self.space.submit(source, name, cid))
             self._running[plan.key] = (plan.candidate_id, future)
         if progress is not None:
             future.add_done_callback(lambda _: progress.advance())
@@ -214,26 +237,71 @@ class Search:
 
     def finish_generation(self, state: SearchState, flight: InFlight) -> None:
         """Wait for a started generation and tell its results, in candidate order."""
+        self.start_clock(state)
         results = [f.result() for f in flight.futures]
         state.generate_seconds += flight.gen_seconds
-        records = []
         per_candidate_gen = flight.gen_seconds / max(1, len(flight.plans))
-        for (plan, completion, ext), result in zip(flight.jobs, results, strict=True):
-            account(state.llm_totals, completion)
-            source = ext.source if ext is not None and ext.source else None
-            record = self.tell(state, plan, result, source, flight.generation)
-            if not self.space.keeps_text(ext):
-                record["source_file"] = None
-            # Everything measured in seconds lives in `timings` (ignored when comparing runs).
-            record["timings"] = {"generate": round(per_candidate_gen, 4),
-                                 "llm": round(completion.seconds, 4), **result.timings}
-            record["llm"] = {"prompt_tokens": completion.prompt_tokens,
-                             "completion_tokens": completion.completion_tokens,
-                             "cached": bool(completion.cached),
-                             "attempts": int(completion.attempts)}
-            record["extraction_notes"] = list(ext.notes) if ext is not None else []
-            records.append(record)
+        records = [self.told(state, plan, completion, ext, result, flight.generation,
+                             per_candidate_gen)
+                   for (plan, completion, ext), result in zip(flight.jobs, results, strict=True)]
         self._append_history(state, records)
+        self.end_block(flight.generation)
+
+    def told(self, state: SearchState, plan: Plan, completion: Completion, ext: Any,
+             result: EvalResult, generation: int, generate_s: float) -> dict[str, Any]:
+        """Tell one candidate's result; return its history record (with its timings)."""
+        account(state.llm_totals, completion)
+        source = ext.source if ext is not None and ext.source else None
+        record = self.tell(state, plan, result, source, generation)
+        if not self.space.keeps_text(ext):
+            record["source_file"] = None
+        # Everything measured in seconds lives in `timings` (ignored when comparing runs):
+        # on the run clock, when the candidate ran on a worker and when it was told.
+        span = self.dispatcher.take(plan.candidate_id)
+        ran = {}
+        if span is not None:
+            self._told_spans.append(span)
+            ran = {"start_at": round(span[0], 4), "end_at": round(span[1], 4),
+                   "worker": round(span[1] - span[0], 4)}
+        record["timings"] = {"generate": round(generate_s, 4),
+                             "llm": round(completion.seconds, 4), **result.timings, **ran,
+                             "told_at": round(self.clock(), 4)}
+        record["llm"] = {"prompt_tokens": completion.prompt_tokens,
+                         "completion_tokens": completion.completion_tokens,
+                         "cached": bool(completion.cached),
+                         "attempts": int(completion.attempts)}
+        record["extraction_notes"] = list(ext.notes) if ext is not None else []
+        return record
+
+    # -- the run clock ------------------------------------------------------------------
+    def start_clock(self, state: SearchState) -> None:
+        """Start the run clock once: at 0 for a new run, where the last one stopped on resume."""
+        if self.clock.started:
+            return
+        at = state.wall_seconds
+        if state.history_lines:
+            told = [r.get("timings", {}).get("told_at") for r in read_history(self.run_dir)]
+            at = max([at, *(t for t in told if t is not None)])
+        self.clock.start(at)
+        self._block_start = at
+
+    def end_block(self, generation: int) -> None:
+        """A generation is told: measure its workers' utilisation since the previous one."""
+        now = self.clock()
+        spans = self._told_spans + self.dispatcher.spans(now)
+        self.block_stats[generation] = utilisation(spans, self._block_start, now, self.workers)
+        self._told_spans = []
+        self._block_start = now
+
+    def run_block(self, state: SearchState, generation: int, progress: Any = None) -> None:
+        """``schedule=steady``: run until every candidate of ``generation`` is told."""
+        from llmatic.search.steady import SteadyScheduler
+
+        self.start_clock(state)
+        if self._steady is None:
+            self._steady = SteadyScheduler(self, state)
+        self._steady.run_block(state, generation, progress)
+        self.end_block(generation)
 
     # -- tell -------------------------------------------------------------------------------
     def tell(self, state: SearchState, plan: Plan, result: EvalResult, source: str | None,
@@ -265,6 +333,7 @@ class Search:
     def evaluate_seed(self, state: SearchState) -> None:
         """Generation 0: the paper's seed network; the search cannot start without it."""
         space = self.space
+        self.start_clock(state)
         cid = state.next_candidate_id
         state.next_candidate_id += 1
         write_run_file(candidate_path(self.run_dir, cid, 0), space.seed_source, self.run_dir)
@@ -287,7 +356,10 @@ class Search:
             "params": result.params or 0, "flops": result.flops or 0,
             "measures": np.asarray(record["measures"]), "index": -1,
         }
-        record["timings"] = result.timings
+        record["timings"] = {**result.timings, "told_at": round(self.clock(), 4)}
+        if self.started_at is not None:  # from the run_search call (start-up included)
+            record["timings"]["first_result_s"] = round(time.perf_counter() - self.started_at, 4)
+        self._block_start = self.clock()
         record["llm"] = {"prompt_tokens": 0, "completion_tokens": 0, "cached": False,
                          "attempts": 0}
         record["extraction_notes"] = []
@@ -303,6 +375,7 @@ class Search:
         Nothing of the interrupted generation is told or written: the last checkpoint stays
         the point ``resume=`` continues from.
         """
+        self.dispatcher.stop()  # before the killed candidates free their workers
         stop = getattr(getattr(self.space, "evaluator", None), "abort", None)
         if stop is not None:
             stop()

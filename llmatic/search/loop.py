@@ -89,6 +89,9 @@ def run(search: Search, state: SearchState | None, *, logger: Any, run_config: d
 def _generation(search: Search, state: SearchState, generation: int, advance: Any,
                 flight: Any) -> Any:
     """Run one generation; return the next one's in-flight work (pipelined runs only)."""
+    if search.settings.schedule == "steady":  # a block of candidates (llmatic.search.steady)
+        search.run_block(state, generation, progress=advance)
+        return None
     if not search.settings.pipeline_generations:
         search.run_generation(state, generation, progress=advance)
         return None

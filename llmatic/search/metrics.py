@@ -47,6 +47,64 @@ def account(totals: Counter, completion: Completion) -> None:
         totals["failures"] += 1
 
 
+def utilisation(spans: Sequence[tuple[float, float]], start: float, end: float,
+                workers: int) -> dict[str, Any]:
+    """How busy ``workers`` were over ``[start, end]``, from when each candidate ran.
+
+    ``spans`` are (start, end) of candidates on a worker (run clock; clipped to the window).
+    The window's ``workers x wall`` worker-seconds split into busy, idle while at least one
+    candidate still ran (waiting for stragglers, or for the next plans), and idle while none
+    ran (generator, tells, checkpoints, start-up). ``worker_utilisation`` = busy / (workers
+    x wall).
+    """
+    workers = max(1, int(workers))
+    events = []
+    for s, e in spans:
+        s, e = max(float(s), start), min(float(e), end)
+        if e > s:
+            events += [(s, 1), (e, -1)]
+    events.sort()
+    busy = straggler = none = 0.0
+    running, t = 0, start
+    for at, step in events:
+        dt = at - t
+        if dt > 0:
+            used = min(running, workers)
+            busy += used * dt
+            if running:
+                straggler += (workers - used) * dt
+            else:
+                none += workers * dt
+        running, t = running + step, max(t, at)
+    none += workers * max(0.0, end - t)
+    wall = max(0.0, end - start)
+    return {
+        "workers": workers,
+        "wall_s": round(wall, 4),
+        "worker_busy_s": round(busy, 4),
+        "worker_utilisation": round(busy / (workers * wall), 4) if wall > 0 else None,
+        "idle_straggler_s": round(straggler, 4),
+        "idle_no_candidate_s": round(none, 4),
+    }
+
+
+def run_utilisation(records: Sequence[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """The run's utilisation after the seed, and its time to the first result (history)."""
+    seed = next((r for r in records if r["operator"] == Operator.SEED.value), None)
+    told = [r["timings"]["told_at"] for r in records if "told_at" in r.get("timings", {})]
+    spans = [(r["timings"]["start_at"], r["timings"]["end_at"]) for r in records
+             if r["operator"] != Operator.SEED.value and "end_at" in r.get("timings", {})]
+    out: dict[str, Any] = {"time_to_first_result_s": None}
+    if seed is not None:
+        out["time_to_first_result_s"] = seed.get("timings", {}).get("first_result_s")
+    if seed is None or not told or "told_at" not in seed.get("timings", {}):
+        return {**out, **utilisation([], 0.0, 0.0, workers)}
+    start = float(seed["timings"]["told_at"])
+    out.update(utilisation(spans, start, max(told), workers))
+    out["generate_s"] = round(sum(float(r["timings"].get("generate", 0.0)) for r in records), 4)
+    return out
+
+
 def _at_chance_fraction(space: Any, ok: Sequence[dict[str, Any]]) -> float | None:
     flags = [space.at_chance(r) for r in ok]
     if not ok or any(f is None for f in flags):
@@ -82,8 +140,16 @@ def generation_metrics(search: Any, state: Any, generation: int) -> dict[str, An
         "duplicates": sum(r.get("duplicate_of") is not None for r in records),
         "at_chance": _at_chance_fraction(search.space, ok),
         **_llm_metrics(records),
+        "generate_s": round(sum(float(r["timings"].get("generate", 0.0)) for r in records), 4),
+        **_BLOCK_KEYS, **search.block_stats.get(generation, {}),
         **{f"status_{k}": v for k, v in Counter(r["status"] for r in records).items()},
     }
+
+
+#: Every generation's row has these columns (None: not measured), so metrics.csv keeps them.
+_BLOCK_KEYS = {"workers": None, "wall_s": None, "worker_busy_s": None,
+               "worker_utilisation": None, "idle_straggler_s": None,
+               "idle_no_candidate_s": None}
 
 
 def _llm_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -103,6 +169,7 @@ def summarize(search: Any, state: Any) -> dict[str, Any]:
     net, prm = state.network_archive.stats(), state.prompt_archive.stats()
     records = read_history(search.run_dir)
     s = search.settings
+    clock = run_utilisation(records, search.workers)
     return {
         "ablation": s.ablation,
         "generator": search.generator.name,
@@ -116,6 +183,12 @@ def summarize(search: Any, state: Any) -> dict[str, Any]:
         "valid_fraction": (sum(r["status"] == "ok" for r in records) / len(records))
         if records else 0.0,
         "wall_seconds": round(state.wall_seconds, 2),
+        # Scheduling (flat for loggers that keep scalars): the run after the seed.
+        "schedule": s.schedule,
+        "steady_lag": s.steady_lag if s.schedule == "steady" else None,
+        "worker_utilisation": clock["worker_utilisation"],
+        "time_to_first_result_s": clock["time_to_first_result_s"],
+        "utilisation": clock,
         "network_archive": {
             "cells_filled": net["cells_filled"],
             "coverage": net["coverage"],

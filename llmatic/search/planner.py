@@ -59,10 +59,11 @@ class Planner:
 
     def plan(self, state: SearchState, generation: int) -> list[Plan]:
         """Choose operator, parents, instruction and temperature for each candidate."""
-        return [self._plan_one(state, generation)
+        return [self.plan_one(state, generation)
                 for _ in range(self.settings.candidates_per_generation)]
 
-    def _plan_one(self, state: SearchState, generation: int) -> Plan:
+    def plan_one(self, state: SearchState, generation: int) -> Plan:
+        """Plan the next candidate (the next id; draws from the run's RNG)."""
         s = self.settings
         rng, pool = state.rng, state.parents
         cid = state.next_candidate_id

@@ -1,0 +1,128 @@
+"""``schedule=steady``: steady-state evolution, a worker that frees up gets the next candidate.
+
+Candidates are numbered after the seed, i = 0, 1, 2, ... Candidate i is planned from the
+archives as they were after every candidate before i - L was told (L = ``steady_lag``): the
+run interleaves, in one fixed order, *tell candidate k, then plan candidate k + L + 1*. Results
+are told in candidate order, never in the order they finish, so the history depends on the
+seed and L only, not on the number of workers or their speed. Between the plan and the tell
+of a candidate up to L + 1 candidates are in flight, which is what keeps the workers busy
+while one of them trains a slow network.
+
+A generation of the paper becomes a block of ``candidates_per_generation`` consecutive
+candidates: candidate i belongs to generation i // C + 1 (its temperature schedule, its
+history records, metrics and figures). The run checkpoints when a block is told, with the L + 1
+planned candidates after it as ``state.pending_plans``, so a resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmatic.rundir import candidate_path, write_run_file
+from llmatic.search.planner import Plan
+from llmatic.search.state import SearchState
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+__all__ = ["SteadyScheduler"]
+
+
+@dataclass
+class _Slot:
+    """One planned candidate until it is told."""
+
+    index: int
+    plan: Plan
+    completion: Any = None
+    ext: Any = None
+    future: Future | None = None
+    generate_s: float = 0.0
+
+
+class SteadyScheduler:
+    """Plans, submits and tells candidates one at a time (see the module docstring).
+
+    Args:
+        search: The :class:`~llmatic.search.engine.Search` whose parts it drives (it owns
+            this scheduler: passed in, not imported).
+        state: The state after the seed (new run) or of the last checkpoint (resume).
+    """
+
+    def __init__(self, search: Any, state: SearchState) -> None:
+        self.search = search
+        s = search.settings
+        self.per_gen = int(s.candidates_per_generation)
+        self.lag = int(s.steady_lag)
+        self.told = state.generation * self.per_gen
+        self.window: deque[_Slot] = deque()
+        pending = list(state.pending_plans or [])
+        for i, plan in enumerate(pending):
+            # Submitted before the interruption: submitted again, in the same order.
+            plan.key, plan.duplicate_of = None, None
+            self.window.append(_Slot(self.told + i, plan))
+        self.planned = self.told + len(pending)
+        while self.planned < self.told + self.lag + 1:  # a new run: plan 0..L
+            self._plan_next(state)
+
+    def generation_of(self, index: int) -> int:
+        """The generation (block) of candidate ``index``."""
+        return index // self.per_gen + 1
+
+    def _plan_next(self, state: SearchState) -> None:
+        index = self.planned
+        plan = self.search.planner.plan_one(state, self.generation_of(index))
+        self.window.append(_Slot(index, plan))
+        self.planned += 1
+
+    def _submit_new(self, state: SearchState, progress: Any) -> None:
+        """Generate (one batched call) and submit the planned candidates the budget holds."""
+        total = self.search.settings.generations * self.per_gen
+        new = [slot for slot in self.window if slot.future is None and slot.index < total]
+        if not new:
+            return
+        search = self.search
+        started = time.perf_counter()
+        completions = search._generate([slot.plan for slot in new],
+                                       self.generation_of(new[0].index))
+        seconds = time.perf_counter() - started
+        state.generate_seconds += seconds
+        for slot, completion in zip(new, completions, strict=True):
+            ext = search.extract(completion.text) if completion.ok else None
+            if search.space.keeps_text(ext):
+                text = ext.source if (ext is not None and ext.source) else completion.text
+                path = candidate_path(search.run_dir, slot.plan.candidate_id,
+                                      self.generation_of(slot.index))
+                write_run_file(path, text or "", search.run_dir)
+            slot.completion, slot.ext = completion, ext
+            slot.generate_s = seconds / len(new)
+            slot.future = search._start(slot.plan, completion, ext, progress, state)
+
+    def _head_done(self) -> bool:
+        head = self.window[0] if self.window else None
+        return head is not None and head.future is not None and head.future.done()
+
+    def run_block(self, state: SearchState, generation: int, progress: Any = None) -> None:
+        """Tell every candidate of ``generation``, planning and submitting as tells free room.
+
+        Its records go to the history at once; the planned candidates after it stay pending
+        (``state.pending_plans``) and keep running while the loop checkpoints.
+        """
+        end = generation * self.per_gen
+        records = []
+        self._submit_new(state, progress)
+        while self.told < end:
+            self.window[0].future.result()  # the oldest candidate: told first
+            while self.told < end and self._head_done():
+                slot = self.window.popleft()
+                records.append(self.search.told(
+                    state, slot.plan, slot.completion, slot.ext, slot.future.result(),
+                    self.generation_of(slot.index), slot.generate_s))
+                self.told += 1
+                self._plan_next(state)  # tell k, then plan k + L + 1
+            self._submit_new(state, progress)
+        self.search._append_history(state, records)
+        state.pending_plans = [slot.plan for slot in self.window]
