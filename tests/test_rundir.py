@@ -73,3 +73,28 @@ def test_a_run_from_before_the_layout_move_resumes_to_the_same_history(
     straight, _, _ = smoke_run
     assert _without_timings(rundir.read_history(run)) == _without_timings(
         rundir.read_history(straight))
+
+
+def test_a_failed_write_names_the_file_and_how_to_continue(tmp_path):
+    # A directory in place of the file: the write fails (as root, permissions would not).
+    target = tmp_path / "candidates" / "g001_c00001.py"
+    target.mkdir(parents=True)
+    with pytest.raises(RunDirectoryError) as err:
+        rundir.write_run_file(target, "class Net: ...", tmp_path)
+    message = str(err.value)
+    assert str(target) in message
+    assert f"free space, then resume with `llmatic resume={tmp_path}`" in message
+
+
+def test_a_failed_atomic_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    rundir.atomic_write_bytes(path, b"old")
+
+    def full_disk(*args, **kwargs):  # the OS boundary only: fsync reports ENOSPC
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        rundir.atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
