@@ -81,6 +81,7 @@ def test_every_llm_preset_matches_its_constructor_and_the_readme(preset):
         assert cfg.llm.trust_remote_code is False
 
 
+@pytest.mark.slow  # loads the tiny model three times
 @pytest.mark.parametrize("preset", ["hf", "codegen6b", "qwen_coder"])
 def test_hf_presets_build_their_generator_on_a_tiny_model(preset, tiny_gpt2_dir):
     """The preset's own values reach from_pretrained (only the weights and the token budget

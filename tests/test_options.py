@@ -152,6 +152,7 @@ def _picks_against_the_archive(run_dir, history, k):
     return picks
 
 
+@pytest.mark.slow  # two NAS-Bench-201 searches
 @pytest.mark.parametrize("strategy", ["top_k", "uniform"])
 def test_prompt_selection_strategies(table, tmp_path, strategy):
     cfg, history = _selection_run(table, tmp_path, strategy)
