@@ -338,6 +338,24 @@ def test_caps_out_of_range_are_named():
         Sandbox(timeout_s=5, memory_mb=None, caps={"cpus": 0})
 
 
+@pytest.mark.parametrize(("override", "key"), [
+    ("sandbox.max_processes=2", "sandbox.max_processes"),
+    ("sandbox.scratch_mb=0", "sandbox.scratch_mb"),
+    ("sandbox.scratch_inodes=1.5", "sandbox.scratch_inodes"),
+    ("sandbox.cpus=0", "sandbox.cpus"),
+])
+def test_a_bad_cap_in_the_config_is_named_before_any_work(override, key):
+    from conftest import compose_config
+
+    from llmatic.config import validate_config
+    from llmatic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        validate_config(compose_config("budget=smoke", override))
+    validate_config(compose_config("budget=smoke", "sandbox.cpus=0.5",
+                                   "sandbox.scratch_mb=null"))  # null: that cap is off
+
+
 def test_the_server_removes_its_cgroups_when_it_stops(env):  # keep last: stops the server
     box = env[0]
     pid = box._proc.pid

@@ -11,6 +11,7 @@ as an uninterrupted one (the shared smoke search, same config).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def test_a_full_disk_stops_the_search_by_name_and_resume_gives_the_same_result(
     out.mkdir()
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "MNT": str(mnt),
            "OUT": str(out), "LLMATIC": LLMATIC, "HOME": str(tmp_path)}
+    if "PYTHONPATH" in os.environ:  # the llmatic under test, wherever it is imported from
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     args = [*SMOKE, "budget.generations=3"]
     done = subprocess.run(["unshare", "-Urm", "bash", "-c", SCRIPT, "bash", *args], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
