@@ -271,3 +271,24 @@ def test_an_nb201_run_exports_its_cell_without_weights(tmp_path):
     assert cell["arch"] in card and "made-up numbers" in card  # a synthetic table says so
     steps = json.loads((folder / "lineage.json").read_text())["steps"]
     assert steps[-1]["arch"] == cell["arch"] and steps[0]["operator"] == "seed"
+
+
+def test_an_interrupted_retrain_keeps_the_previous_weights_and_final_json(retrained, tmp_path):
+    from llmatic.report import final_evaluation
+
+    run, _ = retrained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export", "jobs"))
+    before = {p.name: p.read_bytes() for p in (copy / "final" / "weights").iterdir()}
+    final_json = (copy / "final" / "final.json").read_bytes()
+
+    def interrupt(done, total, line):  # Ctrl-C right after the first retrain finished
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        final_evaluation(copy, top_k=1, seeds=1, epochs=1, progress=interrupt)
+    assert (copy / "final" / "final.json").read_bytes() == final_json
+    after = {p.name: p.read_bytes() for p in (copy / "final" / "weights").iterdir()}
+    assert after == before
+    assert export_cli.main([str(copy)]) == 0  # still consistent: exports as before

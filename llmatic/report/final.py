@@ -40,6 +40,7 @@ from llmatic.rundir import CONFIG, atomic_write_bytes, checkpoint_path, read_che
 FINAL_JSON = "final.json"
 FINAL_DIR = "final"
 WEIGHTS_DIR = "weights"
+STAGING_DIR = ".weights.new"
 
 #: ``progress(done, total, line)``: called once before the first job (done = 0) and once
 #: per finished retrain.
@@ -78,7 +79,9 @@ def final_evaluation(run_dir: str | Path, *, top_k: int = 5, epochs: int | None 
 
     out_dir = run_dir / FINAL_DIR
     out_dir.mkdir(exist_ok=True)
-    shutil.rmtree(out_dir / WEIGHTS_DIR, ignore_errors=True)  # a previous retrain's
+    # New weights are staged and swapped in with final.json at the end: an interrupted
+    # retrain leaves the previous weights and final.json as they were (and consistent).
+    shutil.rmtree(out_dir / STAGING_DIR, ignore_errors=True)
     space = build_space(run_config, out_dir)
     try:
         test_dir = space.datamodule.write_child_arrays(out_dir / "data", include_test=True)
@@ -88,6 +91,9 @@ def final_evaluation(run_dir: str | Path, *, top_k: int = 5, epochs: int | None 
     finally:
         space.close()
     rows = [_row(plan, runs[plan["candidate_id"]], epochs) for plan in plans]
+    shutil.rmtree(out_dir / WEIGHTS_DIR, ignore_errors=True)
+    (out_dir / STAGING_DIR).mkdir(exist_ok=True)
+    os.replace(out_dir / STAGING_DIR, out_dir / WEIGHTS_DIR)
     _write_tables(out_dir, rows)
     recipe = recipe_of(plans[0]["jobs"][0]) if plans else {}
     _write_final_json(out_dir, rows, space, recipe, epochs, seeds)
@@ -167,7 +173,7 @@ def _keep_artifacts(run: dict[str, Any], candidate_id: int, job_dir: Path,
     """Move the child's weights (once parsed here as safetensors) and ONNX graph to weights/."""
     from llmatic.train import ONNX_FILE, WEIGHTS_FILE
 
-    target = out_dir / WEIGHTS_DIR
+    target = out_dir / STAGING_DIR  # becomes weights/ when every retrain is done
     target.mkdir(exist_ok=True)
     stem = f"c{candidate_id:06d}_s{run['seed_index']}"
     notes = run["notes"]
