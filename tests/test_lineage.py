@@ -123,6 +123,21 @@ def test_the_tree_draws_one_node_per_step_and_one_labelled_edge_per_parent():
     assert faces == pytest.approx([float(v) for w in want for v in w], abs=0.01)  # 256 bins
 
 
+def test_the_tree_keeps_each_chain_level_so_edges_do_not_cross():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from llmatic.report.figures.lineage import plot_lineage
+
+    # Two chains from the seed (1 -> 4 and 2 -> 3; 3 has the lower id but the lower parent).
+    history = [record(0, 0, [], 0.3, operator="seed"), record(1, 1, [0], 0.5),
+               record(2, 1, [0], 0.4), record(3, 2, [2], 0.6), record(4, 2, [1], 0.7),
+               record(5, 3, [3, 4], 0.8, operator="crossover")]
+    ax = plot_lineage(ancestry(history, 5)).axes[0]
+    y = {int(t.get_text()): t.get_position()[1] for t in ax.texts if t.get_text().isdigit()}
+    assert y[4] == y[1] and y[3] == y[2] and y[1] != y[2]
+
+
 def test_lineage_json_round_trips(tmp_path: Path):
     steps = ancestry(HISTORY, 5)
     path = tmp_path / "lineage.json"
