@@ -79,18 +79,25 @@ class SteadyScheduler:
         self.planned += 1
 
     def _submit_new(self, state: SearchState, progress: Any) -> None:
-        """Generate (one batched call) and submit the planned candidates the budget holds."""
+        """Generate and submit the planned candidates the budget holds.
+
+        In batched generator calls of ``overlap_chunk`` requests, each chunk submitted
+        before the next is generated (a completion depends only on its request).
+        """
         total = self.search.settings.generations * self.per_gen
         new = [slot for slot in self.window if slot.future is None and slot.index < total]
-        if not new:
-            return
+        chunk = self.search.settings.overlap_chunk or len(new)
+        for start in range(0, len(new), max(1, chunk)):
+            self._submit(state, new[start:start + chunk], progress)
+
+    def _submit(self, state: SearchState, part: list[_Slot], progress: Any) -> None:
         search = self.search
         started = time.perf_counter()
-        completions = search._generate([slot.plan for slot in new],
-                                       self.generation_of(new[0].index))
+        completions = search._generate([slot.plan for slot in part],
+                                       self.generation_of(part[0].index))
         seconds = time.perf_counter() - started
         state.generate_seconds += seconds
-        for slot, completion in zip(new, completions, strict=True):
+        for slot, completion in zip(part, completions, strict=True):
             ext = search.extract(completion.text) if completion.ok else None
             if search.space.keeps_text(ext):
                 text = ext.source if (ext is not None and ext.source) else completion.text
@@ -98,7 +105,7 @@ class SteadyScheduler:
                                       self.generation_of(slot.index))
                 write_run_file(path, text or "", search.run_dir)
             slot.completion, slot.ext = completion, ext
-            slot.generate_s = seconds / len(new)
+            slot.generate_s = seconds / len(part)
             slot.future = search._start(slot.plan, completion, ext, progress, state)
 
     def _head_done(self) -> bool:
