@@ -181,7 +181,8 @@ def test_mean_ci_is_a_bootstrap_interval_by_hand():
     # Five seeds 0,0,0,0,1: a resample's mean is k/5 with k ~ Binomial(5, 0.2);
     # P(k=0) = 0.33 > 2.5% and P(k>=3) = 5.8% > 2.5% > P(k>=4) = 0.67%: interval [0, 0.6].
     assert figures.mean_ci([0.0, 0.0, 0.0, 0.0, 1.0]) == pytest.approx((0.2, 0.0, 0.6))
-    assert figures.mean_ci([1.0, math.nan, 3.0]) == (2.0, *(pytest.approx(math.nan, nan_ok=True),) * 2)
+    nan = pytest.approx(math.nan, nan_ok=True)
+    assert figures.mean_ci([1.0, math.nan, 3.0]) == (2.0, nan, nan)
     mean, low, high = figures.mean_ci([0.0, 1.0])  # two seeds: no interval
     assert mean == 0.5 and math.isnan(low) and math.isnan(high)
     assert math.isnan(figures.mean_ci([0.5])[1])

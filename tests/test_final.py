@@ -1,4 +1,4 @@
-"""``llmatic-final``: retrain the best elites over several seeds and score them on the test split."""
+"""``llmatic-final``: retrain the best elites over several seeds, score them on the test split."""
 
 from __future__ import annotations
 

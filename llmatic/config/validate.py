@@ -325,9 +325,11 @@ def _ray_evaluator(cfg: DictConfig) -> DictConfig | None:
 
 
 def _preflight_ray(cfg: DictConfig) -> None:
-    """``evaluator=ray evaluator.num_gpus>0`` with a local Ray instance on a machine without
-    CUDA: its actors would wait for a GPU forever (after the cluster started: see
-    :func:`check_ray_resources`)."""
+    """Refuse ``evaluator=ray evaluator.num_gpus>0`` on a local instance without CUDA.
+
+    Its actors would wait for a GPU forever (after the cluster started: see
+    :func:`check_ray_resources`).
+    """
     evaluator = _ray_evaluator(cfg)
     if evaluator is None or evaluator.get("address") or not float(evaluator.get("num_gpus") or 0):
         return
