@@ -12,6 +12,12 @@ import pytest
 pytestmark = pytest.mark.slow  # a Hydra multirun through the command line, then figures
 
 
+def run_ablation(run) -> str:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())["ablation"]["name"]
+
+
 def test_multirun_with_wandb_offline_then_figures(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -29,7 +35,14 @@ def test_multirun_with_wandb_offline_then_figures(tmp_path):
         assert summary["candidates"] == 1 + 4
         offline = list((run / "wandb").glob("offline-run-*"))
         assert len(offline) == 1  # a syncable offline run, nothing hung
-        assert list(offline[0].glob("run-*.wandb"))
+        records = b"".join(f.read_bytes() for f in offline[0].glob("run-*.wandb"))
+        # The run record (protobuf, stored as written): one W&B group for the whole sweep,
+        # each run named by what varies, its config holding the ablation it ran.
+        ablation = run_ablation(run)
+        assert f"sweep-{sweep.name}".encode() in records
+        assert f"{ablation}-p".encode() in records and b"-seed0" in records
+        other = ({"mutation_only", "crossover_only"} - {ablation}).pop()
+        assert f"{other}-p".encode() not in records
         assert list(offline[0].glob("files/media/table/elites_*.table.json"))
         assert list(offline[0].glob("files/media/images/*heatmap*.png"))
         assert (run / "figures" / "network_heatmap.png").exists()
