@@ -98,3 +98,24 @@ def test_a_failed_atomic_write_leaves_the_previous_file(tmp_path, monkeypatch):
         rundir.atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_history_tail_reads_what_read_history_reads_as_the_file_grows(tmp_path):
+    from llmatic.rundir import HISTORY, HistoryTail, read_history
+
+    path = tmp_path / HISTORY
+    tail = HistoryTail(tmp_path)
+    assert tail.records() == []
+    with open(path, "w") as fh:
+        fh.write('{"candidate_id": 0}\n{"candidate_id": 1}\n{"candidate_')  # torn last line
+    assert tail.records() == read_history(tmp_path) == [{"candidate_id": 0}, {"candidate_id": 1}]
+    with open(path, "a") as fh:
+        fh.write('id": 2}\n')  # the line completes: taken once, whole
+    assert [r["candidate_id"] for r in tail.records()] == [0, 1, 2]
+    assert tail.records() == read_history(tmp_path)
+    path.write_text('{"candidate_id": 0}\n')  # a resume cut the file: read from the start
+    assert tail.records() == [{"candidate_id": 0}]
+    with open(path, "a") as fh:
+        fh.write("not json\n")
+    with pytest.raises(RunDirectoryError, match="record 2 is not JSON"):
+        tail.records()

@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmatic.extract import Extraction
-from llmatic.rundir import HISTORY, candidate_path, read_history, write_failed, write_run_file
+from llmatic.rundir import (
+    HISTORY,
+    HistoryTail,
+    candidate_path,
+    read_history,
+    write_failed,
+    write_run_file,
+)
 from llmatic.search.dispatch import Dispatcher, RunClock
 from llmatic.search.metrics import account, generation_metrics, utilisation
 from llmatic.search.planner import Plan, Planner
@@ -82,6 +89,7 @@ class Search:
         self.settings = settings
         self.new_temperature = new_temperature
         self.run_dir = Path(run_dir)
+        self.history = HistoryTail(self.run_dir)  # the history as it grows (metrics read it)
         self.teller = Teller(settings=settings, descriptors=descriptors, space=space,
                              run_dir=self.run_dir)
         #: Networks submitted and not yet told: key -> (candidate id, future).

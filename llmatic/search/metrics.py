@@ -114,7 +114,7 @@ def _at_chance_fraction(space: Any, ok: Sequence[dict[str, Any]]) -> float | Non
 
 def generation_metrics(search: Any, state: Any, generation: int) -> dict[str, Any]:
     """Metrics of the generation just told (read back from the history)."""
-    records = [r for r in read_history(search.run_dir) if r["generation"] == generation]
+    records = [r for r in search.history.records() if r["generation"] == generation]
     ok = [r for r in records if r["status"] == Status.OK.value]
     temps = [r["temperature"] for r in records]
     net, prm = state.network_archive.stats(), state.prompt_archive.stats()
