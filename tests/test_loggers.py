@@ -89,3 +89,25 @@ def test_a_search_with_tensorboard_writes_metrics_csv(tmp_path, shared_sandbox):
     assert [r["generation"] for r in rows] == ["1"]
     assert int(rows[0]["network_cells"]) >= 1
     assert (tmp_path / "tensorboard").is_dir()
+
+
+def test_a_failed_metrics_write_stops_by_name_and_keeps_the_rows_written(tmp_path, monkeypatch):
+    import builtins
+
+    from llmatic.errors import RunDirectoryError
+
+    log = CSVLogger()
+    log.start(tmp_path, {})
+    log.log_generation({"best_fitness": 0.1}, 1)
+    real_open = builtins.open
+
+    def appends_to_a_full_disk(path, mode="r", *args, **kwargs):
+        # The append goes to /dev/full, where the kernel fails every write with ENOSPC.
+        return real_open("/dev/full" if "a" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", appends_to_a_full_disk)
+    with pytest.raises(RunDirectoryError, match="metrics.csv .*No space.*free space"):
+        log.log_generation({"best_fitness": 0.2}, 2)
+    monkeypatch.undo()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["generation"] for r in rows] == ["1"]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llmatic.rundir import METRICS
+from llmatic.rundir import METRICS, write_failed
 
 
 class MetricsLogger:
@@ -48,14 +48,17 @@ class CSVLogger(MetricsLogger):
         """Append a row (the header is written with the first row)."""
         assert self.path is not None, "start() first"
         row = {"generation": step, **metrics}
-        if self.fields is None:
-            self.fields = list(row)
-            with open(self.path, "w", newline="") as fh:
-                csv.DictWriter(fh, self.fields).writeheader()
-        with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, self.fields, extrasaction="ignore").writerow(row)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            if self.fields is None:
+                with open(self.path, "w", newline="") as fh:
+                    csv.DictWriter(fh, list(row)).writeheader()
+                self.fields = list(row)
+            with open(self.path, "a", newline="") as fh:
+                csv.DictWriter(fh, self.fields, extrasaction="ignore").writerow(row)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk: stop by name; resume cuts the rows back
+            raise write_failed(self.path, exc, self.path.parent) from exc
 
     def truncate(self, generations: int) -> None:
         """Drop rows after ``generations`` (used when resuming from a checkpoint)."""
