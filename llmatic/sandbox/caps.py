@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmatic.sandbox.common import proc_status_bytes
+
 #: The caps, in the order the report lists them.
 CAPS = ("processes", "scratch", "memory", "cpu")
 #: cgroup controllers used, by cap.
@@ -242,13 +244,7 @@ def _sweep_stale(parent: str) -> None:
 
 def resident_bytes() -> int:
     """This process's resident set (what a fork may copy-on-write into its own cgroup)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return proc_status_bytes("VmRSS") or 0
 
 
 # -- the scratch tmpfs --------------------------------------------------------------------

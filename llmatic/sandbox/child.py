@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from llmatic.sandbox.audit import install_audit_hook
-from llmatic.sandbox.common import STDERR_TAIL, read_json, signal_name, tail
+from llmatic.sandbox.common import (
+    STDERR_TAIL,
+    proc_status_bytes,
+    read_json,
+    signal_name,
+    tail,
+)
 from llmatic.train import (
     MEASURES_FILE,
     ONNX_FILE,
@@ -47,13 +53,8 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 def vm_data_bytes() -> int:
     """This process's current data segment size (what RLIMIT_DATA measures)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    data = proc_status_bytes("VmData")
+    return data if data is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def die_with_parent(parent: int) -> None:

@@ -18,6 +18,17 @@ from typing import Any
 STDERR_TAIL = 2000
 
 
+def proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of this process's ``/proc/self/status`` (``VmRSS``, ...) in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def regular_file(path: Path) -> bool:
     """Whether ``path`` is a plain file (not a FIFO, device or link a candidate left there)."""
     try:
