@@ -184,16 +184,21 @@ class Search:
             completions = self._generate(part, generation)
             flight.gen_seconds += time.perf_counter() - t0
             for plan, completion in zip(part, completions, strict=True):
-                ext = self.extract(completion.text) if completion.ok else None
-                text = ext.source if (ext is not None and ext.source) else completion.text
-                # A cell is fully described by its arch string in the history; its text is
-                # kept only when it could not be read (to see what the LLM wrote).
-                if self.space.keeps_text(ext):
-                    path = candidate_path(self.run_dir, plan.candidate_id, generation)
-                    write_run_file(path, text or "", self.run_dir)
+                ext = self.extract_and_keep(plan, completion, generation)
                 flight.jobs.append((plan, completion, ext))
                 flight.futures.append(self._start(plan, completion, ext, progress, state))
         return flight
+
+    def extract_and_keep(self, plan: Plan, completion: Completion, generation: int) -> Any:
+        """Extract a completion's network and write its source to ``candidates/``."""
+        ext = self.extract(completion.text) if completion.ok else None
+        # A cell is fully described by its arch string in the history; its text is kept
+        # only when it could not be read (to see what the LLM wrote).
+        if self.space.keeps_text(ext):
+            text = ext.source if (ext is not None and ext.source) else completion.text
+            path = candidate_path(self.run_dir, plan.candidate_id, generation)
+            write_run_file(path, text or "", self.run_dir)
+        return ext
 
     def _generate(self, part: list[Plan], generation: int) -> list[Completion]:
         try:

@@ -21,7 +21,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmatic.rundir import candidate_path, write_run_file
 from llmatic.search.planner import Plan
 from llmatic.search.state import SearchState
 
@@ -98,12 +97,7 @@ class SteadyScheduler:
         seconds = time.perf_counter() - started
         state.generate_seconds += seconds
         for slot, completion in zip(part, completions, strict=True):
-            ext = search.extract(completion.text) if completion.ok else None
-            if search.space.keeps_text(ext):
-                text = ext.source if (ext is not None and ext.source) else completion.text
-                path = candidate_path(search.run_dir, slot.plan.candidate_id,
-                                      self.generation_of(slot.index))
-                write_run_file(path, text or "", search.run_dir)
+            ext = search.extract_and_keep(slot.plan, completion, self.generation_of(slot.index))
             slot.completion, slot.ext = completion, ext
             slot.generate_s = seconds / len(part)
             slot.future = search._start(slot.plan, completion, ext, progress, state)
