@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")
 ABLATIONS = ("llmatic", "random_generation", "network_archive_only", "prompt_archive_only",
-             "mutation_only")
+             "mutation_only", "crossover_only")
 METRICS = (  # key, label, digits
     ("best_val_accuracy", "best val acc", 4),
     ("qd_score", "QD score", 2),
