@@ -261,9 +261,9 @@ def test_progress_line_names_both_archives_and_never_prints_negative_zero():
     one = exploration_metrics([{"instruction_id": 3, "temperature": 0.5}] * 4, instructions=5)
     assert one["instruction_entropy"] == 0.0 and math.copysign(1, one["instruction_entropy"]) > 0
     metrics = {"network_cells": 10, "prompt_cells": 20, "instruction_entropy": -0.0,
-               "distinct_temperatures": 3}
+               "distinct_temperatures": 3, "qd_score": 8.4567}
     line = progress_info(0.9146, metrics, 0.5)
-    assert "net cells 10  prompt cells 20" in line and "10/20" not in line
+    assert "best 0.9146  QD 8.46  net cells 10  prompt cells 20" in line and "10/20" not in line
     assert "H 0.0000" in line and "-0.0000" not in line
     assert progress_info(-1e-9, {**metrics, "instruction_entropy": -1e-12}, 0.5).count("-") == 0
     assert "best 91.46%" in progress_info(0.9146, metrics, 0.5, percent=True)

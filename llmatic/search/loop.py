@@ -191,13 +191,16 @@ def progress_info(best: float | None, metrics: dict[str, Any], temperature: floa
                   percent: bool = False) -> str:
     """The progress line after a generation: every number named, none read as "x of y".
 
-    ``net cells`` and ``prompt cells`` are the filled cells of the two archives, ``T`` the
+    ``QD`` is the network archive's QD score (the sum over its cells of fitness minus the
+    archive's offset: it grows with both quality and coverage), ``net cells`` and
+    ``prompt cells`` are the filled cells of the two archives, ``T`` the
     temperature, ``H`` the instruction-use entropy (1 = every instruction equally often) and
     ``temps`` the distinct mutation temperatures. ``percent``: the best accuracy in percent
     (NAS-Bench-201 runs, whose tables and Table 1 are in percent).
     """
     shown = _pct(best) if percent else _fmt(best)
-    return (f"best {shown}  net cells {metrics['network_cells']}"
+    qd = metrics.get("qd_score")
+    return (f"best {shown}  QD {_fmt2(qd)}  net cells {metrics['network_cells']}"
             f"  prompt cells {metrics['prompt_cells']}  T {temperature:.2f}"
             f"  H {_fmt(metrics['instruction_entropy'])}"
             f"  temps {metrics['distinct_temperatures']}")
@@ -207,6 +210,12 @@ def _pct(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{100 * value:.2f}%"
+
+
+def _fmt2(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{round(value, 2) + 0.0:.2f}"
 
 
 def _fmt(value: float | None) -> str:
