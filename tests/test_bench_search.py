@@ -129,9 +129,9 @@ def test_main_writes_the_variant_where_asked_with_its_label(bench, tmp_path):
     out = tmp_path / "variant.json"
     assert bench.main(["--seeds", "0", "--nb201-seeds", "1", "--random-keys", "1",
                        "--nb201-set", "budget.generations=1", "budget.candidates_per_generation=5",
-                       "--set", "budget=smoke", "--out", str(out)]) == 0
+                       "--set", "dataset=digits", "budget=smoke", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["overrides"] == ["budget=smoke"]
+    assert result["overrides"] == ["dataset=digits", "budget=smoke"]
     assert "budget=smoke" in result["setup"]
     assert result["nb201"]["prior"]["runs"][0]["budget"] == 6
     assert "budget.generations=1" in out.with_suffix(".md").read_text()

@@ -66,7 +66,7 @@ from llmatic.config import run_search
 from llmatic.rundir import read_history
 out = []
 for i in range(2):
-    cfg = compose_config("budget=smoke", "budget.generations=1",
+    cfg = compose_config("dataset=digits", "budget=smoke", "budget.generations=1",
                          "budget.candidates_per_generation=2", f"seed={{i}}")
     s = run_search(cfg, {str(tmp_path)!r} + f"/r{{i}}", show_progress=False)
     out.append({{"ok": s["status_counts"].get("ok"),

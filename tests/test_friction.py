@@ -95,7 +95,7 @@ def test_the_app_stops_before_any_work(case, monkeypatch, tmp_path, capsys):
         _no_wandb_login(monkeypatch, tmp_path)
         overrides = ["logger=wandb"]
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(sys, "argv", ["llmatic", *overrides, "budget=smoke",
+    monkeypatch.setattr(sys, "argv", ["llmatic", *overrides, "dataset=digits", "budget=smoke",
                                       f"hydra.run.dir={run_dir}"])
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exit_:
@@ -138,7 +138,8 @@ def test_notebook_resolves_a_relative_run_dir_against_the_shell_directory(monkey
 # --------------------------------------------------------------------------------------
 # Two generations: whenever the interrupt lands, work is left after it (one generation of
 # two candidates can finish within the moment between seeing a job and sending SIGINT).
-ARGS = ("budget=smoke", "budget.generations=2", "budget.candidates_per_generation=2",
+ARGS = ("dataset=digits", "budget=smoke",
+        "budget.generations=2", "budget.candidates_per_generation=2",
         "budget.epochs=6", "sandbox.workers=2", "seed=5")
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow  # each case starts `llmatic` three times and kill
 
 # History lines: the seed, then 4 per generation (1, 5, 9, 13): a kill at >= 9 lands in the
 # last generation, a kill at >= 1 in the first.
-ARGS = ("budget=smoke", "budget.generations=3", "budget.candidates_per_generation=4",
+ARGS = ("dataset=digits", "budget=smoke",
+        "budget.generations=3", "budget.candidates_per_generation=4",
         "seed=7")
 
 

@@ -140,3 +140,20 @@ def test_the_task_tells_an_mlp_from_a_cnn(tmp_path):
         assert out["status"] == "ok", out
         acc[name] = out["val_accuracy"]
     assert 0.8 < acc["mlp"] < acc["cnn"], acc
+
+
+def test_mnist5k_is_the_default_and_each_dataset_brings_its_recipe_epochs():
+    """The default run searches mnist5k for 3 epochs; digits keeps its 15; budget.epochs wins."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        default = compose(config_name="search")
+        digits = compose(config_name="search", overrides=["dataset=digits"])
+        forced = compose(config_name="search", overrides=["budget.epochs=7"])
+        smoke = compose(config_name="search", overrides=["budget=smoke"])
+    assert default.dataset.name == "mnist5k"
+    assert (default.budget.epochs, default.trainer.max_epochs) == (3, 3)
+    assert (digits.budget.epochs, digits.trainer.max_epochs) == (15, 15)
+    assert (forced.budget.epochs, forced.trainer.max_epochs) == (7, 7)
+    assert smoke.budget.epochs == 1
+    validate_config(default)
+    # the recipe's epochs are the search's, not a datamodule argument
+    assert "epochs" not in datamodule_kwargs(default.dataset)

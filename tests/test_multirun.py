@@ -24,7 +24,8 @@ def test_multirun_with_wandb_offline_then_figures(tmp_path):
            "LLMATIC_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "llmatic", "-m", "ablation=mutation_only,crossover_only",
-         "seed=0", "budget=smoke", "budget.generations=1", "budget.candidates_per_generation=4",
+         "seed=0", "dataset=digits", "budget=smoke",
+         "budget.generations=1", "budget.candidates_per_generation=4",
          "logger=wandb", f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

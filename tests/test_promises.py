@@ -18,7 +18,8 @@ from llmatic.config import resume_config, run_search
 from llmatic.rundir import read_history
 
 #: The smallest search the command line runs: one generation of two candidates.
-TINY = ("budget=smoke", "budget.generations=1", "budget.candidates_per_generation=2",
+TINY = ("dataset=digits", "budget=smoke",
+        "budget.generations=1", "budget.candidates_per_generation=2",
         "sandbox.workers=1", "sandbox.timeout_s=60")
 
 

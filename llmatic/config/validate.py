@@ -35,7 +35,7 @@ def descriptor_bounds(cfg: DictConfig) -> dict:
 def datamodule_kwargs(dataset: DictConfig) -> dict:
     """``dataset`` as the datamodule's arguments: without the keys the search reads itself."""
     kwargs = OmegaConf.to_container(dataset, resolve=True)
-    for key in ("descriptor_bounds", "max_flops"):
+    for key in ("descriptor_bounds", "max_flops", "epochs"):
         kwargs.pop(key, None)
     return kwargs
 
