@@ -1,16 +1,16 @@
 """Does the search work? Search quality of the full method against its ablations.
 
-Every ablation runs with the same seeds, the embedded default (digits, ``llm=rules``, the
-default budget and recipe; ``--set`` overrides any of it) and one shared pre-warmed sandbox,
-side by side in one run. Per ablation (mean with a 95% t-interval over seeds): best validation
-accuracy, QD score, cells of both archives (and prompt cells after warm-up), instruction-use
-entropy (normalised, after warm-up), distinct mutation temperatures, the share of trained
-networks at chance (val acc < 1.25 / classes), the duplicate rate and wall time; with
-``--final K`` also the test accuracy of the best elite after ``llmatic-final``'s retrain.
-Sample efficiency: the best validation accuracy among the first N distinct evaluated
-candidates (N at fixed fractions of the budget; a repeat of an earlier network is not a new
-candidate), per ablation and as the paired difference per seed, llmatic minus each ablation
-(mean, 95% t-interval over the n paired seeds).
+Every ablation runs with the same seeds, the embedded default (mnist5k, ``llm=rules``, the
+default budget and recipe; ``--set`` overrides any of it, the shared server's limits too) and
+one shared pre-warmed sandbox, side by side in one run. Per ablation (mean with a 95%
+t-interval over seeds): best validation accuracy, QD score, cells of both archives (and prompt
+cells after warm-up), instruction-use entropy (normalised, after warm-up), distinct mutation
+temperatures, the share of trained networks at chance (val acc < 1.25 / classes), the
+duplicate rate and wall time; with ``--final K`` also the test accuracy of the best elite
+after ``llmatic-final``'s retrain. Sample efficiency: the best validation accuracy among the
+first N distinct evaluated candidates (N at fixed fractions of the budget; a repeat of an
+earlier network is not a new candidate), per ablation and as the paired difference per seed,
+llmatic minus each ablation (mean, 95% t-interval over the n paired seeds).
 
 A NAS-Bench-201 part (``--nb201-seeds``) runs ``experiment=paper_nb201`` (its own budget,
 2,001 candidates; ``--set`` does not apply, ``--nb201-set`` does) on the bundled synthetic
@@ -146,10 +146,10 @@ def one_run(ablation: str, seed: int, root: Path, sandbox, final: int,
 
 def networks(seeds: int, final: int, out: Path, ablations=ABLATIONS, first_seed: int = 0,
              keep: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
-    """Every ablation x seed on digits, one shared sandbox (run dirs under ``keep`` if given)."""
+    """Every ablation x seed, one shared sandbox (run dirs under ``keep`` if given)."""
     from llmatic.sandbox import Sandbox
 
-    cfg = compose()
+    cfg = compose(*overrides)  # the shared server's limits: --set sandbox.timeout_s=... applies
     sandbox = Sandbox(timeout_s=float(cfg.sandbox.timeout_s), memory_mb=cfg.sandbox.memory_mb,
                       torch_threads=int(cfg.sandbox.torch_threads))
     rows = []
