@@ -42,7 +42,7 @@ def _evaluate(path, *overrides):
 def test_small_cnn_is_ok_and_well_above_chance(tmp_path):
     path = tmp_path / "net.md"
     path.write_text(SMALL_CNN)
-    proc, out = _evaluate(path, "budget.epochs=3")
+    proc, out = _evaluate(path, "dataset=digits", "budget.epochs=3")
     assert proc.returncode == 0, proc.stderr
     assert out["status"] == "ok"
     assert out["val_accuracy"] > 0.7  # 10 classes: chance is 0.1
@@ -54,7 +54,7 @@ def test_small_cnn_is_ok_and_well_above_chance(tmp_path):
 def test_network_above_the_compute_cap_is_measured_not_trained(tmp_path):
     path = tmp_path / "net.md"
     path.write_text(SMALL_CNN)  # 46k FLOPs per image: above a cap of 10k
-    proc, out = _evaluate(path, "dataset.max_flops=10000")
+    proc, out = _evaluate(path, "dataset=digits", "dataset.max_flops=10000")
     assert proc.returncode == 0, proc.stderr
     assert out["status"] == "too_large"
     assert out["fitness"] is None and out["flops"] > 10_000

@@ -191,7 +191,8 @@ def test_pipeline_generations_is_the_old_name_of_schedule_pipelined():
 
 
 # -- real training ---------------------------------------------------------------------
-SMOKE = ("budget=smoke", "budget.generations=3", "budget.candidates_per_generation=4",
+SMOKE = ("dataset=digits", "budget=smoke", "budget.generations=3",
+         "budget.candidates_per_generation=4",
          "seed=7", "schedule=steady", "steady_lag=3")
 
 
