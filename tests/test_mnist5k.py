@@ -157,3 +157,16 @@ def test_mnist5k_is_the_default_and_each_dataset_brings_its_recipe_epochs():
     validate_config(default)
     # the recipe's epochs are the search's, not a datamodule argument
     assert "epochs" not in datamodule_kwargs(default.dataset)
+
+
+def test_a_dataset_without_recipe_epochs_is_named_before_anything_runs():
+    """A user's dataset file with no `epochs` under budget=default: one clear line, no trace."""
+    from llmatic.errors import ConfigError
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=["dataset=digits", "~dataset.epochs"])
+        fixed = compose(config_name="search",
+                        overrides=["dataset=digits", "~dataset.epochs", "budget.epochs=2"])
+    with pytest.raises(ConfigError, match=r"budget\.epochs: .*dataset 'digits' has no `epochs`"):
+        validate_config(cfg)
+    validate_config(fixed)
