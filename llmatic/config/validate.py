@@ -43,11 +43,26 @@ def datamodule_kwargs(dataset: DictConfig) -> dict:
 # --------------------------------------------------------------------------------------
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first wrong key (checks run in a fixed order)."""
+    _check_recipe_epochs(cfg)
     _check_budget_and_limits(cfg)
     _check_operators_and_archives(cfg)
     _check_selection(cfg)
     _check_llm_data_and_space(cfg)
     _check_ablation(cfg)
+
+
+def _check_recipe_epochs(cfg: DictConfig) -> None:
+    """``budget.epochs: ${dataset.epochs}`` (budget=default) needs the dataset's recipe epochs."""
+    from omegaconf.errors import InterpolationKeyError
+
+    try:
+        cfg.budget.get("epochs")
+    except InterpolationKeyError:
+        name = cfg.dataset.get("name", "?")
+        raise ConfigError(
+            f"budget.epochs: budget=default trains each candidate for the dataset's recipe "
+            f"(dataset.epochs), but dataset {name!r} has no `epochs`: add `epochs: N` to its "
+            f"config file, or pass +dataset.epochs=N or budget.epochs=N") from None
 
 
 def need(cond: bool, key: str, msg: str) -> None:
