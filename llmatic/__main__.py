@@ -6,14 +6,22 @@ and ``resume=`` of a directory that holds no run are one named line on stderr (e
 nothing is written. A resume logs into the run it continues (no new ``outputs/DATE/TIME``).
 A command that fails before its search evaluated anything removes the run directory Hydra
 made for it (only ``.hydra/``, the log and the saved config were in it).
+
+No cold start on the critical path: the sandbox server the config will use starts as soon as
+the command line's config is composed (before Hydra's app, the config's checks, the data and
+the seed), so it imports torch and Lightning while the search process does the rest; the
+time to the first result counts from the process's start (from the app's call for a sweep's
+later jobs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -32,6 +40,8 @@ log = logging.getLogger("llmatic")
 
 #: What a run directory holds before its search has evaluated anything.
 _STARTUP_FILES = {".hydra", "config.yaml"}
+#: When this process started (perf_counter), for the first job's time to the first result.
+_PROCESS_START: list[float] = []
 
 
 def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
@@ -78,8 +88,10 @@ def remove_if_unused(run_dir: Path) -> bool:
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from llmatic.config.build import prestart_sandbox
     from llmatic.errors import DatasetError, RunDirectoryError
 
+    started = _PROCESS_START.pop() if _PROCESS_START else time.perf_counter()
     resuming = bool(cfg.resume)
     run_dir = Path(cfg.resume or HydraConfig.get().runtime.output_dir)
     try:
@@ -88,10 +100,11 @@ def _app(cfg: DictConfig) -> float | None:
             run_dir = Path(cfg.resume)
         else:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
+        prestart_sandbox(cfg)  # (a sweep's job, a resume) imports while the rest runs
         validate_config(cfg)  # before the heavy imports below
         preflight(cfg)
         _name_wandb_run(cfg, HydraConfig.get())
-        summary = run_search(cfg, run_dir, resume=resuming)
+        summary = run_search(cfg, run_dir, resume=resuming, started_at=started)
     except KeyboardInterrupt:
         print(f"\nllmatic: interrupted; continue with: llmatic resume={run_dir}", file=sys.stderr)
         sys.exit(130)
@@ -169,11 +182,17 @@ def check_command_line(argv: list[str]) -> str | None:
     Checks that the overrides compose (single runs), that a Slurm launcher can find
     ``srun`` and that ``resume=DIR`` names a run directory.
     """
+    return _check_and_compose(argv)[0]
+
+
+def _check_and_compose(argv: list[str]) -> tuple[str | None, DictConfig | None]:
+    """:func:`check_command_line`'s answer, and the config a single run's overrides compose."""
     overrides = [a for a in argv if not a.startswith("-")]
     if any(o in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for o in overrides) \
             and shutil.which("srun") is None:
         return ("hydra/launcher=slurm: Slurm's srun is not on PATH; run the sweep on a Slurm "
-                "login node, or drop the launcher (hydra/launcher=parallel runs the jobs here)")
+                "login node, or drop the launcher (hydra/launcher=parallel runs the jobs here)"
+                ), None
     resume = _resume_value(argv)
     if resume is not None:
         run_dir = Path(resume).expanduser()
@@ -182,17 +201,17 @@ def check_command_line(argv: list[str]) -> str | None:
             what = ("no such directory" if not run_dir.exists()
                     else "not an llmatic run directory (no config.yaml)")
             return (f"resume={resume}: {what}; give the directory a run printed "
-                    "(outputs/DATE/TIME)")
+                    "(outputs/DATE/TIME)"), None
     if len(overrides) != len(argv):  # flags (-m, --cfg, -cn ...): Hydra checks them itself
-        return None
+        return None, None
     from hydra import compose, initialize_config_dir
 
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            compose(config_name="search", overrides=overrides)
+            cfg = compose(config_name="search", overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - every composition error is the user's to fix
-        return _one_line(exc, overrides)
-    return None
+        return _one_line(exc, overrides), None
+    return None, cfg
 
 
 def _resume_value(argv: list[str]) -> str | None:
@@ -213,13 +232,31 @@ def _log_into_resumed_run(argv: list[str]) -> list[str]:
     return [*argv, f"hydra.run.dir={resume}", "hydra.output_subdir=null"]
 
 
+def _process_start() -> float:
+    """When this process started, on the ``time.perf_counter`` clock (now if unknown)."""
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat") as fh:  # field 22: start time, clock ticks after boot
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return now - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return now
+
+
 def main() -> None:
     """Console-script entry point."""
+    _PROCESS_START[:] = [_process_start()]
     argv = sys.argv[1:]
-    problem = check_command_line(argv)
+    problem, cfg = _check_and_compose(argv)
     if problem is not None:
         print(f"llmatic: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if cfg is not None and _resume_value(argv) is None:
+        from llmatic.config.build import prestart_sandbox
+
+        prestart_sandbox(cfg)  # imports torch and Lightning while Hydra starts the app
     sys.argv[1:] = _log_into_resumed_run(argv)
     _app()
 

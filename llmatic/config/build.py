@@ -1,8 +1,9 @@
 """Building the search's parts from a checked config: every ``instantiate`` lives here.
 
 The order is part of the behaviour: the sandbox server starts first (it imports torch and
-Lightning while the rest loads), then the dataset (a missing dataset fails before the LLM
-loads), then the generator.
+Lightning while the rest loads; :func:`prestart_sandbox` starts it even before the config
+is checked), then the dataset (a missing dataset fails before the LLM loads), then the
+generator.
 """
 
 from __future__ import annotations
@@ -145,6 +146,38 @@ def nb201_settings(cfg: DictConfig) -> Nb201Settings:
 # --------------------------------------------------------------------------------------
 # Parts
 # --------------------------------------------------------------------------------------
+def prestart_sandbox(cfg: DictConfig) -> Any | None:
+    """Start the sandbox server ``cfg`` will use now, before the config is checked.
+
+    For ``space=network`` with the pool / local evaluator (the default): this process's
+    server for the config's ``sandbox.*`` limits (``process_sandbox``) starts importing
+    torch and Lightning while the caller validates the config, loads the data and plans the
+    seed; the evaluator then finds it running. Best effort: a config this cannot read
+    starts nothing (its checks name the problem), and a server that fails to start reports
+    it, by name, when the seed is submitted, as before.
+
+    Returns:
+        The server when this call started it (to be discarded with
+        ``llmatic.sandbox.evaluators.discard_process_sandbox`` if the config fails its
+        checks), else None.
+    """
+    try:
+        spec = cfg.get("evaluator")
+        target = "" if spec is None else str(spec.get("_target_", ""))
+        if str(cfg.get("space", "network")) != "network" or not (
+                spec is None or target.endswith(("PoolEvaluator", "LocalEvaluator"))):
+            return None
+        limits = sandbox_limits(cfg)
+        from llmatic.sandbox.evaluators import process_sandbox
+
+        box = process_sandbox(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                              torch_threads=limits.torch_threads, isolation=limits.isolation,
+                              caps=limits.caps)
+        return box if box.start() else None
+    except Exception:  # noqa: BLE001 - the config's checks come next and name the problem
+        return None
+
+
 def build_evaluator(cfg: DictConfig, sandbox: Any = None) -> Any:
     """Instantiate ``cfg.evaluator``; a lent sandbox server goes to local / pool evaluators."""
     from llmatic.sandbox import PoolEvaluator

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from llmatic.config.build import build_search, build_space
+from llmatic.config.build import build_search, build_space, prestart_sandbox
 from llmatic.config.validate import check_ray_resources, validate_config
 from llmatic.errors import ConfigError
 from llmatic.rundir import (
@@ -76,19 +76,45 @@ def _build_checked(cfg: DictConfig, run_dir: Path, sandbox: Any) -> Any:
 
 
 def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = False,
-               show_progress: bool | None = None, sandbox: Any = None) -> dict[str, Any]:
+               show_progress: bool | None = None, sandbox: Any = None,
+               started_at: float | None = None) -> dict[str, Any]:
     """Run (or continue) a search in ``run_dir`` and return its summary.
 
     With ``resume=True`` the last checkpoint in ``run_dir`` is loaded and the history is cut
     back to it, so a generation interrupted half-way is redone identically. ``sandbox``
     lends an already started sandbox server (it stays open afterwards); by default the
-    search starts its own with ``cfg.sandbox``.
+    search starts its own with ``cfg.sandbox``, first thing (before the config's checks).
+    ``started_at`` (``time.perf_counter()``) is when the job started, which the time to
+    the first result counts from (default: this call).
     """
+    started = time.perf_counter() if started_at is None else float(started_at)
+    early = None if sandbox is not None else prestart_sandbox(cfg)
+    try:
+        search, state = _checked_search(cfg, Path(run_dir), resume, sandbox)
+    except BaseException:
+        if early is not None:  # started for a config that failed its checks: stop it now
+            from llmatic.sandbox.evaluators import discard_process_sandbox
+
+            discard_process_sandbox(early)
+        raise
+    search.started_at = started
+    try:
+        logger = instantiate(cfg.logger)
+    except BaseException:
+        search.close()
+        raise
     from rich.console import Console
 
     from llmatic.search import run
 
-    started = time.perf_counter()  # the time to the first result counts from here
+    return run(search, state, logger=logger,
+               run_config=OmegaConf.to_container(cfg, resolve=True),
+               console=Console(stderr=True), show_progress=show_progress)
+
+
+def _checked_search(cfg: DictConfig, run_dir: Path, resume: bool, sandbox: Any
+                    ) -> tuple[Any, Any]:
+    """Check ``cfg`` and ``run_dir``, save the config, build the search; (search, state)."""
     validate_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,17 +129,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike, *, resume: bool = Fa
         cfg.nb201.table = str(Path(str(cfg.nb201.table)).expanduser().resolve())
     if state is None:  # first, so that a run killed while starting up can be resumed
         (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    console = Console(stderr=True)
-    search = _build_checked(cfg, run_dir, sandbox)
-    search.started_at = started
-    try:
-        logger = instantiate(cfg.logger)
-    except BaseException:
-        search.close()
-        raise
-    return run(search, state, logger=logger,
-               run_config=OmegaConf.to_container(cfg, resolve=True),
-               console=console, show_progress=show_progress)
+    return _build_checked(cfg, run_dir, sandbox), state
 
 
 def evaluate_file(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -96,14 +96,17 @@ class Sandbox:
         self._ready = False
 
     # -- server lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        """Start the server now (it imports torch and Lightning in the background)."""
-        with self._lock:  # two searches starting at once must not start two servers
-            self._start_unlocked()
+    def start(self) -> bool:
+        """Start the server now (it imports torch and Lightning in the background).
 
-    def _start_unlocked(self) -> None:
+        Returns whether this call started it (False: it was running already).
+        """
+        with self._lock:  # two searches starting at once must not start two servers
+            return self._start_unlocked()
+
+    def _start_unlocked(self) -> bool:
         if self._proc is not None and self._proc.poll() is None:
-            return
+            return False
         if self.isolation == "python":
             import warnings
 
@@ -124,6 +127,7 @@ class Sandbox:
             close_fds=True,
         )
         self._ready = False
+        return True
 
     def _ensure_server(self) -> subprocess.Popen:
         self._start_unlocked()  # the caller holds self._lock
@@ -160,9 +164,16 @@ class Sandbox:
             waiter.put({"exitcode": None, "server_died": True})
 
     def close(self) -> None:
-        """Stop the server; children still running are killed by it."""
+        """Stop the server; children still running are killed by it.
+
+        A server that was never asked for a job (started early for a config that then
+        failed its checks) is killed at once instead of waited for while it imports.
+        """
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None and not self._ready:
+            proc.kill()
+            proc.wait()
+        elif proc is not None and proc.poll() is None:
             try:
                 proc.stdin.close()
                 proc.wait(timeout=10)

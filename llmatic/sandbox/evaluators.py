@@ -115,6 +115,19 @@ def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: i
     return box
 
 
+def discard_process_sandbox(box: Sandbox) -> None:
+    """Stop one of this process's servers and forget it.
+
+    For a server started early for a config that then failed its checks: killed at once
+    (:meth:`Sandbox.close`), not waited for while it imports.
+    """
+    with _SHARED_LOCK:
+        for key, shared in list(_SHARED.items()):
+            if shared is box:
+                del _SHARED[key]
+    box.close()
+
+
 def _close_shared() -> None:
     with _SHARED_LOCK:
         boxes = list(_SHARED.values())
@@ -124,11 +137,15 @@ def _close_shared() -> None:
 
 
 def _visible_gpus() -> list[str]:
+    import glob
     import os
 
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g for g in env.split(",") if g.strip() != ""]
+    if not (os.path.exists("/proc/driver/nvidia") or glob.glob("/dev/nvidia[0-9]*")
+            or os.path.exists("/dev/kfd")):
+        return []  # no NVIDIA / ROCm driver: no GPU, and no torch import (seconds) to ask
     try:
         import torch
 

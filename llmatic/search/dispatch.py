@@ -95,6 +95,11 @@ class Dispatcher:
                 error = exc
         proxy.set_exception(error)
 
+    def waiting(self) -> int:
+        """Candidates handed over and not yet on a worker (queued here)."""
+        with self._lock:
+            return len(self._queue)
+
     def take(self, candidate_id: int) -> tuple[float, float] | None:
         """When the finished candidate ran on a worker, forgotten here (None: it never ran)."""
         with self._lock:

@@ -105,6 +105,8 @@ class Search:
         self._block_start = 0.0
         self._told_spans: list[tuple[float, float]] = []
         self._steady: Any = None
+        #: The seed's evaluation, started before the archives are built (:meth:`submit_seed`).
+        self._seed_future: Future | None = None
 
     @property
     def workers(self) -> int:
@@ -343,14 +345,27 @@ class Search:
         """Evaluate one candidate's source (blocking)."""
         return self.space.submit(source, class_name, candidate_id).result()
 
+    def submit_seed(self, candidate_id: int = 0) -> None:
+        """Start evaluating the seed network now (a new run's first candidate).
+
+        Its evaluation depends on nothing the search builds, so it runs (and a cold sandbox
+        server finishes its imports) while :meth:`new_state` builds the archives;
+        :meth:`evaluate_seed` then waits for it.
+        """
+        if self._seed_future is None:
+            space = self.space
+            write_run_file(candidate_path(self.run_dir, candidate_id, 0), space.seed_source,
+                           self.run_dir)
+            self._seed_future = space.submit(space.seed_source, space.seed_class, candidate_id)
+
     def evaluate_seed(self, state: SearchState) -> None:
         """Generation 0: the paper's seed network; the search cannot start without it."""
         space = self.space
         self.start_clock(state)
         cid = state.next_candidate_id
         state.next_candidate_id += 1
-        write_run_file(candidate_path(self.run_dir, cid, 0), space.seed_source, self.run_dir)
-        result = self.evaluate(space.seed_source, space.seed_class, cid)
+        self.submit_seed(cid)
+        result = self._seed_future.result()
         if result.status is not Status.OK:
             raise RuntimeError(
                 f"the seed network failed to evaluate ({result.status.value}: {result.error}); "

@@ -48,6 +48,7 @@ def run(search: Search, state: SearchState | None, *, logger: Any, run_config: d
     run_dir = search.run_dir
     try:
         if state is None:
+            search.submit_seed()  # evaluated while the archives are built
             state = search.new_state()
             logger.start(run_dir, run_config)
             started = time.perf_counter()

@@ -58,11 +58,14 @@ class SteadyScheduler:
         self.lag = int(s.steady_lag)
         self.told = state.generation * self.per_gen
         self.window: deque[_Slot] = deque()
+        #: The window's planned slots not submitted yet (its tail, in order).
+        self.unsubmitted: deque[_Slot] = deque()
         pending = list(state.pending_plans or [])
         for i, plan in enumerate(pending):
             # Submitted before the interruption: submitted again, in the same order.
             plan.key, plan.duplicate_of = None, None
             self.window.append(_Slot(self.told + i, plan))
+            self.unsubmitted.append(self.window[-1])
         self.planned = self.told + len(pending)
         while self.planned < self.told + self.lag + 1:  # a new run: plan 0..L
             self._plan_next(state)
@@ -75,6 +78,7 @@ class SteadyScheduler:
         index = self.planned
         plan = self.search.planner.plan_one(state, self.generation_of(index))
         self.window.append(_Slot(index, plan))
+        self.unsubmitted.append(self.window[-1])
         self.planned += 1
 
     def _submit_new(self, state: SearchState, progress: Any) -> None:
@@ -84,7 +88,9 @@ class SteadyScheduler:
         before the next is generated (a completion depends only on its request).
         """
         total = self.search.settings.generations * self.per_gen
-        new = [slot for slot in self.window if slot.future is None and slot.index < total]
+        new = []
+        while self.unsubmitted and self.unsubmitted[0].index < total:
+            new.append(self.unsubmitted.popleft())
         chunk = self.search.settings.overlap_chunk or len(new)
         for start in range(0, len(new), max(1, chunk)):
             self._submit(state, new[start:start + chunk], progress)
@@ -115,6 +121,7 @@ class SteadyScheduler:
         end = generation * self.per_gen
         records = []
         self._submit_new(state, progress)
+        dispatcher = self.search.dispatcher
         while self.told < end:
             self.window[0].future.result()  # the oldest candidate: told first
             while self.told < end and self._head_done():
@@ -124,6 +131,12 @@ class SteadyScheduler:
                     self.generation_of(slot.index), slot.generate_s))
                 self.told += 1
                 self._plan_next(state)  # tell k, then plan k + L + 1
+                if dispatcher.waiting() < dispatcher.workers:
+                    # Fewer candidates queued than workers: feed them now rather than after
+                    # the whole run of finished candidates is told (a straggler at the head
+                    # holds back hundreds at 64 workers). A completion depends only on its
+                    # request, so when it is generated changes nothing.
+                    self._submit_new(state, progress)
             self._submit_new(state, progress)
         self.search._append_history(state, records)
         state.pending_plans = [slot.plan for slot in self.window]

@@ -1,4 +1,4 @@
-"""Datasets as LightningDataModules, and the array file that sandboxed children train on.
+"""Datasets with LightningDataModule's hooks, and the array files sandboxed children train on.
 
 The search process loads and splits a dataset once (``prepare_data`` + ``setup``). It then
 writes the training split and the *unlabelled* validation inputs as ``.npy`` files that every
@@ -6,6 +6,13 @@ sandboxed child memory-maps (images stay uint8 on disk and are normalised per ba
 child of a CIFAR-10 search maps 150 MB instead of copying 600 MB). Validation labels and the
 test split never leave the search process, so a candidate cannot read the numbers it is
 judged by.
+
+Importing this module imports neither torch nor Lightning: the search process only splits
+the arrays and writes them, and starts the sandbox server in the meantime, which imports
+both once for every child (seconds each on a loaded machine). Torch is imported when a
+:class:`BatchArrayDataset` or a loader is made (in the child, or for a test). The data
+modules have the hooks of a ``LightningDataModule`` (``prepare_data``, ``setup``,
+``train_dataloader`` ...) without subclassing it; training passes loaders to ``fit``.
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from llmatic.errors import DatasetError
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
-class BatchArrayDataset(Dataset):
+
+class BatchArrayDataset:
     """Whole batches by fancy indexing into (possibly memory-mapped) uint8 arrays.
+
+    A map-style dataset for ``torch.utils.data.DataLoader`` (``__getitem__`` and
+    ``__len__``; not a subclass of ``torch.utils.data.Dataset``, so that this module loads
+    without torch).
 
     ``dataset[indices]`` returns normalised float32 inputs ``(x * scale - mean) / std``
     (per channel) and int64 labels (or only inputs when ``y`` is None).
@@ -38,6 +50,8 @@ class BatchArrayDataset(Dataset):
         mean: list[float] | np.ndarray,
         std: list[float] | np.ndarray,
     ) -> None:
+        import torch
+
         self.x, self.y = x, y
         self.scale = float(scale)
         self.mean = torch.tensor(np.asarray(mean, dtype=np.float32)).view(1, -1, 1, 1)
@@ -47,6 +61,8 @@ class BatchArrayDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, indices):  # noqa: ANN001, ANN204 - list of ints from BatchSampler
+        import torch
+
         idx = np.sort(np.asarray(indices))  # sorted reads are kinder to a memory map
         x = torch.from_numpy(np.asarray(self.x[idx], dtype=np.float32))
         x = (x * self.scale - self.mean) / self.std
@@ -57,6 +73,9 @@ class BatchArrayDataset(Dataset):
 
 def batch_loader(dataset: BatchArrayDataset, batch_size: int, *, shuffle: bool, seed: int = 0):
     """A DataLoader that yields whole batches from a :class:`BatchArrayDataset`."""
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
     if shuffle:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     else:
@@ -66,7 +85,7 @@ def batch_loader(dataset: BatchArrayDataset, batch_size: int, *, shuffle: bool, 
     )
 
 
-class ArrayDataModule(L.LightningDataModule):
+class ArrayDataModule:
     """A datamodule whose splits are in-memory arrays (uint8 images N x C x H x W).
 
     Subclasses implement :meth:`load`, returning ``(x_train, y_train, x_test, y_test)`` with
@@ -94,7 +113,6 @@ class ArrayDataModule(L.LightningDataModule):
         download: bool = False,
         name: str = "",
     ) -> None:
-        super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise DatasetError(f"dataset.val_fraction must be in (0, 1), got {val_fraction}")
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -113,7 +131,10 @@ class ArrayDataModule(L.LightningDataModule):
         """Return ``(x_train, y_train, x_test, y_test)`` as uint8 / int64 arrays."""
         raise NotImplementedError
 
-    # -- LightningDataModule ------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download or check the files (nothing to do for bundled data)."""
+
+    # -- LightningDataModule's hooks ----------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Load the data and build train / val / test splits (idempotent)."""
         if self.splits:
