@@ -232,14 +232,20 @@ def _nb201_baselines(table, budget: int, seed: int, key: int) -> dict[str, list]
 
 
 def nb201(seeds: int, tmp: Path, random_keys: int = 3, overrides: tuple[str, ...] = (),
-          jobs: int = 1) -> dict:
+          jobs: int = 1, first_key: int = 0, prior: bool = True) -> dict:
     """The bundled prior landscape and ``random_keys`` random ones, ``seeds`` seeds each.
 
     ``overrides`` apply to every llmatic run on top of ``experiment=paper_nb201`` (e.g. a
-    smaller budget for a quick look); the baselines get the same number of candidates.
+    smaller budget for a quick look); the baselines get the same number of candidates. The
+    random landscapes have keys ``first_key .. first_key + random_keys - 1`` (a later
+    ``first_key`` confirms on landscapes nothing was tuned on); ``prior=False`` skips the
+    prior table.
     """
-    return {"prior": _nb201(seeds, tmp, "prior", [0], overrides, jobs),
-            "random": _nb201(seeds, tmp, "random", list(range(random_keys)), overrides, jobs)}
+    keys = list(range(first_key, first_key + random_keys))
+    result = {"prior": _nb201(seeds, tmp, "prior", [0], overrides, jobs)} if prior else {}
+    if keys:
+        result["random"] = _nb201(seeds, tmp, "random", keys, overrides, jobs)
+    return result
 
 
 def _llmatic_nb201(path: Path, seed: int, run: Path, overrides: tuple[str, ...]) -> list:
@@ -595,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="NAS-Bench-201 llmatic runs at once, each in its own process")
     parser.add_argument("--random-keys", type=int, default=3,
-                        help="how many random NAS-Bench-201 landscapes (keys 0..K-1)")
+                        help="how many random NAS-Bench-201 landscapes (keys F..F+K-1)")
+    parser.add_argument("--first-key", type=int, default=0,
+                        help="F, the first random landscape's key (e.g. 3 to confirm on keys "
+                             "3..5 what was tuned on 0..2)")
+    parser.add_argument("--no-prior", action="store_true",
+                        help="skip the bundled prior table (random landscapes only)")
     parser.add_argument("--final", type=int, default=0,
                         help="retrain this many top elites per run for test accuracy (slow)")
     parser.add_argument("--out", type=Path, default=None,
@@ -620,13 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                          f"Python {sys.version.split()[0]}",
               "seeds": args.seeds, "nb201_seeds": args.nb201_seeds,
-              "random_keys": args.random_keys, "overrides": list(args.overrides),
+              "random_keys": args.random_keys, "first_key": args.first_key,
+              "overrides": list(args.overrides),
               "setup": setup_label(tuple(args.overrides))}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_nb201_") as tmp:
         if args.nb201_seeds:
             result["nb201"] = nb201(args.nb201_seeds, Path(tmp), args.random_keys,
-                                    tuple(args.nb201_overrides), args.jobs)
+                                    tuple(args.nb201_overrides), args.jobs, args.first_key,
+                                    not args.no_prior)
             for landscape, nb in result["nb201"].items():
                 print(f"nb201 {landscape}: median distinct queries to top 1%:",
                       {m: a["median_queries_to_top_1_percent"]

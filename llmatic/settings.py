@@ -75,6 +75,8 @@ class SearchSettings:
         schedule: ``generational`` (the paper), ``pipelined`` or ``steady``.
         steady_lag: ``steady``: candidate i is planned from the archives after every
             candidate before i - steady_lag was told.
+        redraw_repeats: A completion whose network was already evaluated or is pending is
+            drawn again (new sampling seed) up to this many times (0: never, the paper).
     """
 
     seed: int
@@ -98,6 +100,7 @@ class SearchSettings:
     dataset: str
     schedule: str = "generational"
     steady_lag: int = 0
+    redraw_repeats: int = 0
 
 
 @dataclass(frozen=True)

@@ -272,8 +272,9 @@ def test_nb201_search_finds_top_cells_and_reports_baselines(tmp_path, synthetic_
 
 def test_preset_mutates_fitter_elites_in_small_generations_and_the_papers_is_selectable(
         tmp_path, synthetic_csv):
-    """experiment=paper_nb201: 200 x 10 candidates, parents the fittest of 6 draws (measured
-    in benchmarks/bench_search.py); the paper's 20 x 100 and uniform draw are overrides."""
+    """experiment=paper_nb201: 200 x 10 candidates one at a time, parents the fittest of 20
+    draws, repeats drawn again (measured in benchmarks/bench_search.py); the paper's 20 x 100
+    generations, uniform draw and reused repeats are overrides."""
     from llmatic.config import run_search
     from llmatic.rundir import read_history
 
@@ -281,10 +282,13 @@ def test_preset_mutates_fitter_elites_in_small_generations_and_the_papers_is_sel
             "seed=2")
     cfg = compose_config(*base)
     assert (cfg.budget.generations, cfg.budget.candidates_per_generation) == (200, 10)
-    assert cfg.parent_selection.tournament == 6
+    assert cfg.parent_selection.tournament == 20
+    assert (cfg.schedule, cfg.steady_lag, cfg.redraw_repeats) == ("steady", 0, 8)
     paper = compose_config(*base, "budget.generations=20", "budget.candidates_per_generation=100",
-                           "parent_selection.tournament=1")
+                           "parent_selection.tournament=1", "schedule=generational",
+                           "redraw_repeats=0")
     assert paper.parent_selection.tournament == 1
+    assert (paper.schedule, paper.redraw_repeats) == ("generational", 0)
 
     def parent_ranks(*overrides):
         """Per mutation after warm-up: the share of the archive's elites fitter than its parent

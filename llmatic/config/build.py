@@ -89,6 +89,7 @@ def search_settings(cfg: DictConfig) -> SearchSettings:
         dataset=str(cfg.nb201.dataset) if space == "nb201" else str(cfg.dataset.name),
         schedule=schedule,
         steady_lag=int(per_gen if lag is None else lag),
+        redraw_repeats=int(cfg.get("redraw_repeats", 0) or 0),
     )
 
 

@@ -158,6 +158,10 @@ def _check_selection(cfg: DictConfig) -> None:
     need(isinstance(tournament, int) and not isinstance(tournament, bool) and tournament >= 1,
          "parent_selection.tournament",
          f"must be an integer >= 1 (1: a uniform random elite, the paper), got {tournament!r}")
+    redraws = cfg.get("redraw_repeats", 0)
+    need(isinstance(redraws, int) and not isinstance(redraws, bool) and redraws >= 0,
+         "redraw_repeats",
+         f"must be an integer >= 0 (0: never redraw, the paper), got {redraws!r}")
     level = cfg.prompt_selection.get("level", "cell")
     need(level in ("cell", "instruction"), "prompt_selection.level",
          f"must be cell or instruction, got {level!r}")

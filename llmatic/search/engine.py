@@ -42,7 +42,7 @@ from llmatic.rundir import (
 )
 from llmatic.search.dispatch import Dispatcher, RunClock
 from llmatic.search.metrics import account, generation_metrics, utilisation
-from llmatic.search.planner import Plan, Planner
+from llmatic.search.planner import Plan, Planner, redraw_repeats
 from llmatic.search.space import SearchSpace
 from llmatic.search.state import SearchState
 from llmatic.search.tell import Teller
@@ -183,7 +183,7 @@ class Search:
         for start in range(0, len(plans), chunk):
             part = plans[start : start + chunk]
             t0 = time.perf_counter()
-            completions = self._generate(part, generation)
+            completions = self._generate(part, generation, state)
             flight.gen_seconds += time.perf_counter() - t0
             for plan, completion in zip(part, completions, strict=True):
                 ext = self.extract_and_keep(plan, completion, generation)
@@ -202,7 +202,25 @@ class Search:
             write_run_file(path, text or "", self.run_dir)
         return ext
 
-    def _generate(self, part: list[Plan], generation: int) -> list[Completion]:
+    def _generate(self, part: list[Plan], generation: int,
+                  state: SearchState | None = None) -> list[Completion]:
+        completions = self._complete(part, generation)
+        if state is not None and self.settings.redraw_repeats:  # beyond the paper
+            completions = redraw_repeats(
+                part, completions, generate=lambda plans: self._complete(plans, generation),
+                key_of=self._key_of, attempts=self.settings.redraw_repeats,
+                redraw=self.planner.redraw,
+                taken=lambda key: key in state.evaluated or key in self._running)
+        return completions
+
+    def _key_of(self, completion: Completion) -> str | None:
+        """The key of the network in a completion (None: none that the search would run)."""
+        ext = self.extract(completion.text) if completion.ok else None
+        if ext is None or ext.status is not None or self.space.check_policy(ext.source):
+            return None
+        return self.space.key(ext.source)
+
+    def _complete(self, part: list[Plan], generation: int) -> list[Completion]:
         try:
             completions = self.generator.generate([p.request for p in part])
         except Exception as exc:  # noqa: BLE001 - an outage fails candidates, not the run

@@ -12,7 +12,8 @@ goes through the temperature schedule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from llmatic.plan import PromptBuilder
 from llmatic.search.state import SearchState
 from llmatic.settings import SearchSettings
-from llmatic.types import GenerationRequest, Operator
+from llmatic.types import Completion, GenerationRequest, Operator
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Plan:
     #: The search space's key of the evaluated source: one key, one network (None when
     #: nothing was evaluated).
     key: str | None = None
+    #: ``redraw_repeats``: how many times the request was drawn again because its network
+    #: was already evaluated or pending (None: not checked yet; a resumed pending plan was).
+    redraws: int | None = None
 
 
 def select_parent(pool: Any, rng: np.random.Generator, tournament: int) -> dict[str, Any]:
@@ -48,6 +52,57 @@ def select_parent(pool: Any, rng: np.random.Generator, tournament: int) -> dict[
         return pool.sample(rng)
     drawn = [pool.sample(rng) for _ in range(tournament)]
     return max(drawn, key=lambda e: float(e["objective"]))  # ties: the first drawn
+
+
+def redraw_seed(seed: int, attempt: int) -> int:
+    """The sampling seed of a request's ``attempt``-th redraw (a function of both only)."""
+    return int(np.random.SeedSequence([int(seed), int(attempt)]).generate_state(1)[0] >> 1)
+
+
+def redraw_repeats(plans: Sequence[Plan], completions: Sequence[Completion], *,
+                   generate: Callable[[list[Plan]], list[Completion]],
+                   key_of: Callable[[Completion], str | None],
+                   taken: Callable[[str], bool], attempts: int,
+                   redraw: Callable[[Plan, int, int], None] | None = None) -> list[Completion]:
+    """Completions whose network was already evaluated or is pending, drawn again.
+
+    A completion repeats when its network's key (``key_of``; None: no network) is ``taken``
+    (evaluated, or submitted and not yet told) or belongs to an earlier plan of the same
+    batch. Its plan is asked again with a new sampling seed (:func:`redraw_seed`):
+    ``redraw(plan, seed, attempt)`` sets its request (default: the same request with the new
+    seed; :meth:`Planner.redraw`), all repeats of a round in one batched ``generate`` call,
+    up to ``attempts`` rounds; what still repeats after
+    that is kept (the engine reuses the earlier result). A plan records its redraws and is
+    not checked twice, so a resumed pending plan keeps the request it was submitted with.
+    Nothing here draws from the run's RNG: the same seed gives the same candidates.
+    """
+    out = list(completions)
+    todo = {i for i, plan in enumerate(plans) if plan.redraws is None}
+    keys = [key_of(c) for c in out]
+    first = {i: plans[i].request.seed for i in todo}
+    for i in todo:
+        plans[i].redraws = 0
+    for attempt in range(1, max(0, int(attempts)) + 1):
+        seen: set[str] = set()
+        again = []
+        for i, key in enumerate(keys):
+            if i in todo and key is not None and (key in seen or taken(key)):
+                again.append(i)
+            if key is not None:
+                seen.add(key)
+        if not again:
+            break
+        for i in again:
+            seed = redraw_seed(first[i], attempt)
+            if redraw is None:
+                plans[i].request = replace(plans[i].request, seed=seed)
+            else:
+                redraw(plans[i], seed, attempt)
+            plans[i].redraws = attempt
+        for i, completion in zip(again, generate([plans[i] for i in again]),
+                                 strict=True):
+            out[i], keys[i] = completion, key_of(completion)
+    return out
 
 
 class Planner:
@@ -103,6 +158,22 @@ class Planner:
         iid, t_prompt = chosen
         t = temp.propose(t_prompt, generation, s.generations)
         return Plan(cid, Operator.MUTATION, s.instructions[iid], iid, t, [parent], warmup)
+
+    def redraw(self, plan: Plan, seed: int, attempt: int) -> None:
+        """Ask again for ``plan``'s child (``redraw_repeats``), with sampling seed ``seed``.
+
+        The first redraw asks the same prompt again; later ones ask a mutation of the (first)
+        parent with an instruction drawn anew (uniformly, from ``seed``: no draw from the
+        run's RNG): a parent whose every child of one instruction was evaluated needs another
+        edit, and a crossover of two near-identical elites can only repeat them. The plan
+        records what it ends with (operator, parents, instruction: its prompt cell gets the
+        curiosity).
+        """
+        if attempt > 1 and plan.operator in (Operator.MUTATION, Operator.CROSSOVER):
+            iid = int(np.random.default_rng(seed).integers(len(self.settings.instructions)))
+            plan.operator, plan.parents = Operator.MUTATION, plan.parents[:1]
+            plan.instruction, plan.instruction_id = self.settings.instructions[iid], iid
+        plan.request = self.request(plan, seed)
 
     def request(self, plan: Plan, seed: int) -> GenerationRequest:
         """The generator's request for ``plan`` (the prompt and the sampling seed)."""

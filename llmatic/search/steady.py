@@ -99,7 +99,7 @@ class SteadyScheduler:
         search = self.search
         started = time.perf_counter()
         completions = search._generate([slot.plan for slot in part],
-                                       self.generation_of(part[0].index))
+                                       self.generation_of(part[0].index), state)
         seconds = time.perf_counter() - started
         state.generate_seconds += seconds
         for slot, completion in zip(part, completions, strict=True):
