@@ -51,22 +51,77 @@ def shared_sandbox():
     """One pre-warmed sandbox server for the searches of a test session.
 
     Each search would otherwise start its own server (~10 s of imports on 2 cores); every
-    candidate still runs in its own fresh child, exactly as in a real run.
+    candidate still runs in its own fresh child, exactly as in a real run. It is this
+    process's server for the SMOKE limits (``process_sandbox``), so the app run in-process
+    (:func:`run_app`) with those limits uses it too.
     """
-    from llmatic.sandbox import Sandbox
+    from llmatic.config.build import sandbox_limits
+    from llmatic.sandbox.evaluators import process_sandbox
 
-    with Sandbox(timeout_s=60, memory_mb=4096) as box:
-        yield box
+    limits = sandbox_limits(compose_config(*SMOKE))
+    box = process_sandbox(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                          torch_threads=limits.torch_threads, isolation=limits.isolation,
+                          caps=limits.caps)
+    box.start()
+    return box  # stopped when this process exits (process_sandbox's atexit hook)
+
+
+def run_app(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``llmatic ARGS`` run in this process from ``cwd`` (the console script's own ``main``).
+
+    The same code path as the command line below the interpreter's start: the command-line
+    checks, Hydra, resume and the app; only torch's and the sandbox server's imports are
+    saved (~20 s of CPU per call). Returns the exit code (0 when the app returned).
+    """
+    import sys
+
+    from llmatic.__main__ import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["llmatic", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def once_per_test_run(tmp_path_factory: pytest.TempPathFactory, name: str, cfg, sandbox):
+    """``run_search(cfg)`` once for the whole test run: its directory and its summary.
+
+    Under pytest-xdist each process would run its own copy of a session fixture's search;
+    the first process to need it runs it here, under a file lock in the directory the
+    processes share, and the others read the finished run (tests never change it: those
+    that write copy it first). Every process gets the summary ``run_search`` returned (kept
+    beside the run, not read back from its ``summary.json``).
+    """
+    import os
+    import pickle
+    import shutil
+
+    from filelock import FileLock
+
+    from llmatic.config import run_search
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.getbasetemp()
+    else:  # the basetemp of each worker lies in the test run's own directory
+        root = tmp_path_factory.getbasetemp().parent
+    run_dir, returned = root / f"shared-{name}", root / f"shared-{name}.summary.pkl"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not returned.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # an earlier, interrupted attempt
+            summary = run_search(cfg, run_dir, show_progress=False, sandbox=sandbox)
+            returned.write_bytes(pickle.dumps(summary))
+    return run_dir, pickle.loads(returned.read_bytes())
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
-    """One real end-to-end search with llm=rules on digits, shared by several tests."""
-    from llmatic.config import run_search
-
-    run_dir = tmp_path_factory.mktemp("smoke_run")
+    """One real end-to-end search with llm=rules on digits, shared by several tests (and by
+    the test processes: :func:`once_per_test_run`)."""
     cfg = compose_config(*SMOKE, "budget.generations=3")
-    summary = run_search(cfg, run_dir, show_progress=False, sandbox=shared_sandbox)
+    run_dir, summary = once_per_test_run(tmp_path_factory, "smoke_run", cfg, shared_sandbox)
     return run_dir, summary, cfg
 
 
@@ -118,9 +173,7 @@ def random_generation_run(tmp_path_factory: pytest.TempPathFactory, shared_sandb
     """``ablation=random_generation`` at seed 0: every child mutates the seed, so networks
     repeat (candidate 10 repeats 9: two 'Delete a layer' edits of the seed). Shared by the
     ablation tests and the duplicate tests."""
-    from llmatic.config import run_search
-
-    run_dir = tmp_path_factory.mktemp("random_generation")
     cfg = compose_config(*FAST, "ablation=random_generation")
-    summary = run_search(cfg, run_dir, show_progress=False, sandbox=shared_sandbox)
+    run_dir, summary = once_per_test_run(tmp_path_factory, "random_generation", cfg,
+                                         shared_sandbox)
     return run_dir, summary, cfg
