@@ -676,7 +676,7 @@ def test_every_class_a_checkpoint_pickles_resolves(live, tmp_path):
         cfg = compose(config_name="search", overrides=[
             "experiment=paper_nb201", f"nb201.table={table}", "nb201.baselines=[]",
             "budget.generations=2", "budget.candidates_per_generation=4",
-            "pipeline_generations=true", "ablation=prompt_archive_only",
+            "schedule=generational", "pipeline_generations=true", "ablation=prompt_archive_only",
         ])
     run_search(cfg, tmp_path / "run", show_progress=False)
     data = (tmp_path / "run" / "checkpoints" / "latest.pkl").read_bytes()
