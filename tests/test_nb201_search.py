@@ -413,7 +413,9 @@ def test_nb201_search_with_an_llm_server_reads_messy_answers(tmp_path, synthetic
         cfg = compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
                              "llm=openai", f"llm.base_url={server.base_url}",
                              "llm.model=fake-model", "llm.cache=false", "nb201.baselines=[]",
-                             "budget.generations=2", "budget.candidates_per_generation=10")
+                             "budget.generations=2", "budget.candidates_per_generation=10",
+                             "schedule=generational",  # one batched call per generation
+                             "redraw_repeats=0")  # every answer read once, in order
         summary = run_search(cfg, tmp_path / "run", show_progress=False)
         requests = server.completion_requests
     history = read_history(tmp_path / "run")[1:]
@@ -565,7 +567,8 @@ def test_pipelined_generations_are_deterministic_and_extend_exactly(tmp_path, sy
     from llmatic.rundir import read_history
 
     base = ("experiment=paper_nb201", f"nb201.table={synthetic_csv}", "nb201.baselines=[]",
-            "budget.candidates_per_generation=30", "pipeline_generations=true")
+            "budget.candidates_per_generation=30", "schedule=generational",
+            "pipeline_generations=true")
 
     def strip(run):
         return [{k: v for k, v in r.items() if k != "timings"} for r in read_history(run)]
