@@ -35,8 +35,10 @@ bench: install
 	$(BIN)/python benchmarks/bench_llm.py --out benchmarks/results/llm.json
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results/bench.json
 
-# Search quality: the full method against its ablations over 5 seeds (digits, llm=rules,
-# default budget), plus NAS-Bench-201 queries to the top 1%. About 40 minutes on 2 cores.
+# Search quality: the full method against its five ablations over 5 seeds (mnist5k, llm=rules,
+# default budget), plus NAS-Bench-201 against random search, REA and local search (README
+# "Does the search work?"). Over an hour on 2 idle cores: 30 network searches of ~2 min
+# each, plus the NAS-Bench-201 part.
 bench-search: install
 	$(BIN)/python benchmarks/bench_search.py --seeds 5 --out benchmarks/results/search.json
 
