@@ -129,7 +129,9 @@ def test_the_search_looks_each_network_up_once(tmp_path, synthetic_csv):
     from llmatic.rundir import read_history
 
     cfg = compose_config("experiment=paper_nb201", "llm=rules", f"nb201.table={synthetic_csv}",
-                         "budget.generations=3", "budget.candidates_per_generation=20")
+                         "budget.generations=3", "budget.candidates_per_generation=20",
+                         # the paper's redraw and schedule: repeats happen and are marked
+                         "redraw_repeats=0", "schedule=generational")
     summary = run_search(cfg, tmp_path / "run", show_progress=False)
     history = read_history(tmp_path / "run")
     by_id = {r["candidate_id"]: r for r in history}

@@ -127,7 +127,10 @@ def _selection_run(table, run_dir, strategy):
                          "nb201.baselines=[]", "budget.generations=4",
                          "budget.candidates_per_generation=20",
                          f"prompt_selection.strategy={strategy}", "prompt_selection.k=3",
-                         "prompt_selection.explore=0.0")
+                         "prompt_selection.explore=0.0",
+                         # each generation drawn from the archive after the one before (the
+                         # checkpoint the test compares with), no redraw with another instruction
+                         "schedule=generational", "redraw_repeats=0")
     run_search(cfg, run_dir, show_progress=False)
     return cfg, read_history(run_dir)
 
