@@ -1,5 +1,9 @@
 """kill -9 at several moments, then ``llmatic resume=RUN_DIR``: the final history (timings
-aside) and both archives equal those of an uninterrupted run with the same seed."""
+aside) and both archives equal those of an uninterrupted run with the same seed.
+
+Every run that is killed is a real ``llmatic`` process; the last resume, which is not
+killed, runs the same command in this process (``conftest.run_app``: the console script's
+``main``, on the session's sandbox server), which saves a start of torch and a server."""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ import pytest
 
 from llmatic.rundir import read_checkpoint, read_history
 
-pytestmark = pytest.mark.slow  # each case starts `llmatic` three times and kills it (about 1.5 min)
+pytestmark = pytest.mark.slow  # each case starts `llmatic` and kills it, once or twice
 
 # History lines: the seed, then 4 per generation (1, 5, 9, 13): a kill at >= 9 lands in the
 # last generation, a kill at >= 1 in the first.
 ARGS = ("dataset=digits", "budget=smoke",
         "budget.generations=3", "budget.candidates_per_generation=4",
-        "seed=7")
+        "seed=7", "sandbox.timeout_s=60")  # the SMOKE limits: the session's server
 
 
 def _llmatic(*args, cwd):
@@ -87,13 +91,17 @@ def _kill_at(proc, run_dir, lines):
     ((9,), ("pipeline_generations=true",)),
 ])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, kill_at_lines,
-                                                       extra):
+                                                       extra, monkeypatch, shared_sandbox):
+    from conftest import run_app
+
     reference = reference(*extra)
     run_dir = tmp_path / "run"
     proc = _llmatic(*ARGS, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    for lines in kill_at_lines:
-        _kill_at(proc, run_dir, lines)
+    _kill_at(proc, run_dir, kill_at_lines[0])
+    for lines in kill_at_lines[1:]:  # a resumed run killed again
         proc = _llmatic(f"resume={run_dir}", cwd=tmp_path)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+        _kill_at(proc, run_dir, lines)
+    assert run_app(f"resume={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch) == 0
+    assert not (tmp_path / "outputs").exists()  # the resume wrote into the run it continued
     assert _strip(read_history(run_dir)) == _strip(read_history(reference))
     assert _archives(run_dir) == _archives(reference)

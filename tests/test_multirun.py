@@ -48,10 +48,11 @@ def test_multirun_with_wandb_offline_then_figures(tmp_path):
         assert list(offline[0].glob("files/media/images/*heatmap*.png"))
         assert (run / "figures" / "network_heatmap.png").exists()
 
+    # llmatic-figures in this process (its command line as a process: test_promises.py)
+    from llmatic.cli.figures import main as figures_main
+
     out = tmp_path / "figures"
-    fig = subprocess.run([sys.executable, "-m", "llmatic.cli.figures", str(sweep),
-                          "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert fig.returncode == 0, fig.stderr[-3000:]
+    assert figures_main([str(sweep), "--out", str(out)]) == 0
     data = json.loads((out / "figures_data.json").read_text())
     assert {"mutation_only", "crossover_only"} <= set(json.dumps(data).split('"'))
     assert (out / "best_fitness.png").exists() and (out / "best_fitness.pdf").exists()

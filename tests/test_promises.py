@@ -33,9 +33,11 @@ def _strip(records):
     return [{k: v for k, v in r.items() if k != "timings"} for r in records]
 
 
-@pytest.mark.slow  # two llmatic processes
+@pytest.mark.slow  # an llmatic process, then its resume in this process
 def test_llmatic_prints_its_elites_and_run_directory_then_resumes_with_allowed_changes(
-        tmp_path):
+        tmp_path, monkeypatch, capsys, shared_sandbox):
+    from conftest import run_app
+
     run = tmp_path / "run"
     proc = _llmatic(*TINY, f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,17 +55,22 @@ def test_llmatic_prints_its_elites_and_run_directory_then_resumes_with_allowed_c
     first = read_history(run)
 
     # Resume with what may change: more generations, another logger, moved data, workers.
+    # The same command in this process (conftest.run_app): a second start of torch and of a
+    # sandbox server adds nothing to what is checked here.
     moved = tmp_path / "moved_data"
     moved.mkdir()
-    proc = _llmatic(f"resume={run}", "budget.generations=2", "logger=tensorboard",
-                    f"dataset.data_dir={moved}", "sandbox.workers=2", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    capsys.readouterr()
+    code = run_app(f"resume={run}", "budget.generations=2", "logger=tensorboard",
+                   f"dataset.data_dir={moved}", "sandbox.workers=2", cwd=tmp_path,
+                   monkeypatch=monkeypatch)
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
     history = read_history(run)
     assert _strip(history[:len(first)]) == _strip(first)
     assert {r["generation"] for r in history} == {0, 1, 2}
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "metrics.csv").read_text().count("\n") == 1 + 2  # still written
-    assert proc.stdout.strip().splitlines()[-1] == f"run directory: {run}"
+    assert out.out.strip().splitlines()[-1] == f"run directory: {run}"
 
 
 def test_resume_of_a_directory_that_is_not_a_run_is_a_named_error(tmp_path):
