@@ -129,3 +129,33 @@ def test_a_resumed_search_with_redraws_continues_exactly(tmp_path, synthetic_csv
         return [{k: v for k, v in r.items() if k != "timings"} for r in records]
 
     assert strip(read_history(tmp_path / "a")) == strip(read_history(tmp_path / "b"))
+
+
+def test_each_completion_is_read_once_when_repeats_are_redrawn(tmp_path, synthetic_csv,
+                                                                monkeypatch):
+    """Redrawing reads each completion's network to find its key; the candidate then keeps
+    that reading instead of parsing the completion again."""
+    from llmatic.config import run_search
+    from llmatic.nb201.space import Nb201Space
+    from llmatic.search.engine import Search
+
+    completions, reads = [], []
+    complete, extract = Search._complete, Nb201Space.extract
+
+    def counted_complete(self, part, generation):
+        out = complete(self, part, generation)
+        completions.extend(out)
+        return out
+
+    def counted_extract(self, text):
+        reads.append(text)
+        return extract(self, text)
+
+    monkeypatch.setattr(Search, "_complete", counted_complete)
+    monkeypatch.setattr(Nb201Space, "extract", counted_extract)
+    run_search(compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
+                              "nb201.baselines=[]", "budget.generations=6", "seed=1",
+                              "redraw_repeats=8"), tmp_path / "run", show_progress=False)
+    answered = [c for c in completions if c.ok]
+    assert len(completions) > 6 * 10  # repeats were redrawn: more answers than candidates
+    assert len(reads) == len(answered)

@@ -94,6 +94,9 @@ class Search:
                              run_dir=self.run_dir)
         #: Networks submitted and not yet told: key -> (candidate id, future).
         self._running: dict[str, tuple[int, Future]] = {}
+        #: Extractions made while redrawing repeats, by completion, for the generator call
+        #: being handled (each completion is read once).
+        self._extracted: dict[int, tuple[Completion, Extraction | None]] = {}
         #: The run clock (seconds; it continues across a resume) and the workers' queue.
         self.clock = RunClock()
         self.dispatcher = Dispatcher(self.workers, self.clock)
@@ -193,7 +196,7 @@ class Search:
 
     def extract_and_keep(self, plan: Plan, completion: Completion, generation: int) -> Any:
         """Extract a completion's network and write its source to ``candidates/``."""
-        ext = self.extract(completion.text) if completion.ok else None
+        ext = self._extraction(completion)
         # A cell is fully described by its arch string in the history; its text is kept
         # only when it could not be read (to see what the LLM wrote).
         if self.space.keeps_text(ext):
@@ -202,8 +205,18 @@ class Search:
             write_run_file(path, text or "", self.run_dir)
         return ext
 
+    def _extraction(self, completion: Completion) -> Extraction | None:
+        """The network in a completion (None: no answer), read once per generator call."""
+        hit = self._extracted.get(id(completion))
+        if hit is not None and hit[0] is completion:
+            return hit[1]
+        ext = self.extract(completion.text) if completion.ok else None
+        self._extracted[id(completion)] = (completion, ext)
+        return ext
+
     def _generate(self, part: list[Plan], generation: int,
                   state: SearchState | None = None) -> list[Completion]:
+        self._extracted.clear()  # the previous call's completions were all extracted
         completions = self._complete(part, generation)
         if state is not None and self.settings.redraw_repeats:  # beyond the paper
             completions = redraw_repeats(
@@ -215,7 +228,7 @@ class Search:
 
     def _key_of(self, completion: Completion) -> str | None:
         """The key of the network in a completion (None: none that the search would run)."""
-        ext = self.extract(completion.text) if completion.ok else None
+        ext = self._extraction(completion)
         if ext is None or ext.status is not None or self.space.check_policy(ext.source):
             return None
         return self.space.key(ext.source)
