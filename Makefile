@@ -11,15 +11,30 @@ JOBS   ?= 2
 
 install: $(STAMP)
 
-# Re-install only when the project metadata changes (idempotent).
+# Libraries whose bytecode the install writes: what `llmatic`, its sandbox and its tests import.
+WARM := torch torchvision lightning lightning.pytorch torchmetrics transformers \
+	transformers.models.gpt2.modeling_gpt2 tokenizers openai hydra omegaconf ribs.archives \
+	ribs.schedulers sklearn.datasets mlxtend.data scipy.stats matplotlib.pyplot rich.progress \
+	wandb torch.utils.tensorboard nats_bench thop safetensors.torch ray onnx onnxruntime \
+	pytest xdist nbclient nbformat llmatic.config llmatic.search llmatic.sandbox.server
+
+# Re-install only when the project metadata changes (idempotent). pip writes no bytecode
+# (--no-compile: compiling all of the CUDA build of torch, transformers and ray would take
+# more than a minute); importing the libraries above writes the bytecode of what runs.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --quiet --no-compile -e ".[dev]"
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -W ignore -c \
+		"import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]" $(WARM)
 	@touch $(STAMP)
 
 run: install
 	$(BIN)/llmatic
+
+# Tests write the bytecode of what they import (as Python does by default), so each of
+# their processes compiles a module once, not at every start.
+test test-fast: export PYTHONDONTWRITEBYTECODE =
 
 # Everything, the tests marked `slow` included.
 test: install
