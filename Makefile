@@ -38,12 +38,12 @@ test test-fast: export PYTHONDONTWRITEBYTECODE =
 
 # Everything, the tests marked `slow` included.
 test: install
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=10
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder --durations=10
 
 # The inner loop (<= 3 minutes on 2 cores): unit tests and one shared small search; the
 # tests marked `slow` (CLI processes, many searches, sandbox timeouts) run in `make test`.
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" --durations=5
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=5
 
 # Benchmarks (never part of `make test`): ratios measured side by side in one run.
 bench: install

@@ -952,3 +952,12 @@ def test_importing_llmatic_search_loads_no_torch_lightning_hydra_or_omegaconf(pu
         "that code to the package that owns it (training: llmatic.train; config: "
         "llmatic.config):\n" + "\n".join(chains)
     )
+
+
+def test_the_longest_first_test_order_names_test_files_that_exist():
+    """``conftest.LONGEST_FIRST`` (the order pytest-xdist hands out files) names real files."""
+    from conftest import LONGEST_FIRST
+
+    here = Path(__file__).parent
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+    assert [name for name in LONGEST_FIRST if not (here / name).is_file()] == []

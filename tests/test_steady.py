@@ -241,18 +241,24 @@ def _kill_after_checkpoint(proc, run_dir: Path, generation: int) -> None:
 
 
 @pytest.mark.slow
-def test_killed_steady_run_resumes_to_the_same_result(trained_steady, tmp_path):
+def test_killed_steady_run_resumes_to_the_same_result(trained_steady, tmp_path, monkeypatch,
+                                                      shared_sandbox):
     """kill -9 after generation 1 (with generation 2's candidates running), resume: the same
-    history and archives as the uninterrupted run."""
+    history and archives as the uninterrupted run.
+
+    The killed run is a real ``llmatic`` process; the resume runs the same command in this
+    process (``conftest.run_app``, on the session's server: the SMOKE limits)."""
+    from conftest import run_app
+
     from llmatic.rundir import read_checkpoint
 
     reference, _ = trained_steady
     run_dir = tmp_path / "run"
-    proc = _llmatic(*SMOKE, "sandbox.workers=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = _llmatic(*SMOKE, "sandbox.workers=2", "sandbox.timeout_s=60",
+                    f"hydra.run.dir={run_dir}", cwd=tmp_path)
     _kill_after_checkpoint(proc, run_dir, 1)
     assert read_checkpoint(run_dir).pending_plans  # planned ahead, in flight when killed
-    proc = _llmatic(f"resume={run_dir}", cwd=tmp_path)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    assert run_app(f"resume={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch) == 0
     assert _strip(read_history(run_dir)) == _strip(read_history(reference))
     a, b = read_checkpoint(run_dir), read_checkpoint(reference)
     assert (a.network_archive.elites()["candidate_id"].tolist()
