@@ -5,7 +5,10 @@ mount namespace of the test (``unshare -Urm``), so filling it touches nothing on
 Once generation 1 is checkpointed, the test fills the tmpfs; the search must stop with exit
 code 3 and a message naming the file and saying how to continue; the checkpoint must be
 intact; after space is freed, ``llmatic resume=`` must finish the run with the same history
-as an uninterrupted one (the shared smoke search, same config).
+as an uninterrupted one (the shared smoke search, same config). The failing run is a real
+``llmatic`` process on the full filesystem; the resume runs the same command in this process
+(``conftest.run_app``, on the session's sandbox server) on a copy of the run directory taken
+once the space was freed (the tmpfs is visible only inside the namespace).
 """
 
 from __future__ import annotations
@@ -38,9 +41,7 @@ wait $pid
 echo $? > "$OUT/first.rc"
 cp "$MNT/run/checkpoints/latest.pkl" "$OUT/latest-after-failure.pkl"
 rm "$MNT/filler"
-"$LLMATIC" resume="$MNT/run" > "$OUT/resume.out" 2> "$OUT/resume.err"
-echo $? > "$OUT/resume.rc"
-cp "$MNT/run/history.jsonl" "$MNT/run/summary.json" "$OUT/"
+cp -a "$MNT/run" "$OUT/run"
 """
 
 
@@ -69,7 +70,9 @@ def _history(path: Path) -> list:
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user+mount namespace with tmpfs here "
                                                    "(unshare -Urm)")
 def test_a_full_disk_stops_the_search_by_name_and_resume_gives_the_same_result(
-        tmp_path, smoke_run):
+        tmp_path, smoke_run, shared_sandbox, monkeypatch):
+    from conftest import run_app
+
     mnt, out = tmp_path / "mnt", tmp_path / "out"
     mnt.mkdir()
     out.mkdir()
@@ -87,9 +90,9 @@ def test_a_full_disk_stops_the_search_by_name_and_resume_gives_the_same_result(
     assert f"free space, then resume with `llmatic resume={mnt / 'run'}`" in first_err
     assert "Traceback" not in first_err
     assert (out / "latest-after-failure.pkl").stat().st_size > 0  # the checkpoint is intact
-    assert (out / "resume.rc").read_text().strip() == "0", (out / "resume.err").read_text()
+    assert run_app(f"resume={out / 'run'}", cwd=tmp_path, monkeypatch=monkeypatch) == 0
     reference_dir, reference_summary, _ = smoke_run
-    resumed = _history(out / "history.jsonl")
+    resumed = _history(out / "run" / "history.jsonl")
     assert resumed == _history(reference_dir / "history.jsonl")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "run" / "summary.json").read_text())
     assert _strip(summary["network_archive"]) == _strip(reference_summary["network_archive"])
