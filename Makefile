@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --quiet --no-compile -e ".[dev]"
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -W ignore -c \
-		"import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]" $(WARM)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -W ignore -c "exec('import importlib, sys\nfor m \
+		in sys.argv[1:]:\n try: importlib.import_module(m)\n except Exception as e: \
+		print(\'not byte-compiled ahead:\', m, type(e).__name__, e)')" $(WARM)
 	@touch $(STAMP)
 
 run: install
