@@ -6,6 +6,8 @@ Real search runs over the bundled SYNTHETIC NAS-Bench-201 table with the rule-ba
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from conftest import compose_config
 
@@ -84,10 +86,13 @@ def test_redraws_reseed_only_the_repeats_and_give_up_after_the_limit():
     def generate(plans):
         return [Completion(text=answers[p.request.seed]) for p in plans]
 
+    def reseed(plan, seed, attempt):  # the same request with the new seed
+        plan.request = replace(plan.request, seed=seed)
+
     plans = [plan(0, 10), plan(1, 20), plan(2, 30)]
     first = generate(plans)
     out = redraw_repeats(plans, first, generate=generate, key_of=lambda c: c.text,
-                         taken=lambda key: key == "old", attempts=2)
+                         taken=lambda key: key == "old", attempts=2, redraw=reseed)
     # "a" stays with the first plan; the second repeated it (same batch), then drew a network
     # already evaluated, then "c";
     # the third kept drawing a network already evaluated and keeps its last draw.
@@ -96,7 +101,7 @@ def test_redraws_reseed_only_the_repeats_and_give_up_after_the_limit():
     assert plans[0].request.seed == 10 and plans[1].request.seed == redraw_seed(20, 2)
     # A checked plan (a resumed pending one) is not drawn again.
     again = redraw_repeats(plans, out, generate=generate, key_of=lambda c: c.text,
-                           taken=lambda key: True, attempts=2)
+                           taken=lambda key: True, attempts=2, redraw=reseed)
     assert [c.text for c in again] == ["a", "c", "old"]
 
 

@@ -13,7 +13,7 @@ goes through the temperature schedule.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,17 +63,17 @@ def redraw_repeats(plans: Sequence[Plan], completions: Sequence[Completion], *,
                    generate: Callable[[list[Plan]], list[Completion]],
                    key_of: Callable[[Completion], str | None],
                    taken: Callable[[str], bool], attempts: int,
-                   redraw: Callable[[Plan, int, int], None] | None = None) -> list[Completion]:
+                   redraw: Callable[[Plan, int, int], None]) -> list[Completion]:
     """Completions whose network was already evaluated or is pending, drawn again.
 
     A completion repeats when its network's key (``key_of``; None: no network) is ``taken``
     (evaluated, or submitted and not yet told) or belongs to an earlier plan of the same
     batch. Its plan is asked again with a new sampling seed (:func:`redraw_seed`):
-    ``redraw(plan, seed, attempt)`` sets its request (default: the same request with the new
-    seed; :meth:`Planner.redraw`), all repeats of a round in one batched ``generate`` call,
-    up to ``attempts`` rounds; what still repeats after
-    that is kept (the engine reuses the earlier result). A plan records its redraws and is
-    not checked twice, so a resumed pending plan keeps the request it was submitted with.
+    ``redraw(plan, seed, attempt)`` sets its request (:meth:`Planner.redraw`), all repeats
+    of a round in one batched ``generate`` call, up to ``attempts`` rounds; what still
+    repeats after that is kept (the engine reuses the earlier result). A plan records its
+    redraws and is not checked twice, so a resumed pending plan keeps the request it was
+    submitted with.
     Nothing here draws from the run's RNG: the same seed gives the same candidates.
     """
     out = list(completions)
@@ -93,11 +93,7 @@ def redraw_repeats(plans: Sequence[Plan], completions: Sequence[Completion], *,
         if not again:
             break
         for i in again:
-            seed = redraw_seed(first[i], attempt)
-            if redraw is None:
-                plans[i].request = replace(plans[i].request, seed=seed)
-            else:
-                redraw(plans[i], seed, attempt)
+            redraw(plans[i], redraw_seed(first[i], attempt), attempt)
             plans[i].redraws = attempt
         for i, completion in zip(again, generate([plans[i] for i in again]),
                                  strict=True):
