@@ -139,13 +139,14 @@ def test_a_resumed_search_with_redraws_continues_exactly(tmp_path, synthetic_csv
 def test_each_completion_is_read_once_when_repeats_are_redrawn(tmp_path, synthetic_csv,
                                                                 monkeypatch):
     """Redrawing reads each completion's network to find its key; the candidate then keeps
-    that reading instead of parsing the completion again."""
+    that reading (and its policy check and key) instead of computing them again."""
     from llmatic.config import run_search
     from llmatic.nb201.space import Nb201Space
     from llmatic.search.engine import Search
 
-    completions, reads = [], []
+    completions, reads, screens, keys = [], [], [], []
     complete, extract = Search._complete, Nb201Space.extract
+    check_policy, key = Nb201Space.check_policy, Nb201Space.key
 
     def counted_complete(self, part, generation):
         out = complete(self, part, generation)
@@ -156,11 +157,24 @@ def test_each_completion_is_read_once_when_repeats_are_redrawn(tmp_path, synthet
         reads.append(text)
         return extract(self, text)
 
+    def counted_check_policy(self, source):
+        screens.append(source)
+        return check_policy(self, source)
+
+    def counted_key(self, source):
+        keys.append(source)
+        return key(self, source)
+
     monkeypatch.setattr(Search, "_complete", counted_complete)
     monkeypatch.setattr(Nb201Space, "extract", counted_extract)
+    monkeypatch.setattr(Nb201Space, "check_policy", counted_check_policy)
+    monkeypatch.setattr(Nb201Space, "key", counted_key)
     run_search(compose_config("experiment=paper_nb201", f"nb201.table={synthetic_csv}",
                               "nb201.baselines=[]", "budget.generations=6", "seed=1",
                               "redraw_repeats=8"), tmp_path / "run", show_progress=False)
     answered = [c for c in completions if c.ok]
     assert len(completions) > 6 * 10  # repeats were redrawn: more answers than candidates
     assert len(reads) == len(answered)
+    # Once per answer that names a cell, not again when its candidate starts.
+    assert 0 < len(screens) <= len(answered)
+    assert 0 < len(keys) <= len(screens) + 1  # + the seed's key

@@ -97,6 +97,8 @@ class Search:
         #: Extractions made while redrawing repeats, by completion, for the generator call
         #: being handled (each completion is read once).
         self._extracted: dict[int, tuple[Completion, Extraction | None]] = {}
+        #: Per extraction of the current generator call: its policy result and key.
+        self._screened: dict[int, tuple[Extraction, EvalResult | None, str | None]] = {}
         #: The run clock (seconds; it continues across a resume) and the workers' queue.
         self.clock = RunClock()
         self.dispatcher = Dispatcher(self.workers, self.clock)
@@ -217,6 +219,7 @@ class Search:
     def _generate(self, part: list[Plan], generation: int,
                   state: SearchState | None = None) -> list[Completion]:
         self._extracted.clear()  # the previous call's completions were all extracted
+        self._screened.clear()
         completions = self._complete(part, generation)
         if state is not None and self.settings.redraw_repeats:  # beyond the paper
             completions = redraw_repeats(
@@ -229,9 +232,24 @@ class Search:
     def _key_of(self, completion: Completion) -> str | None:
         """The key of the network in a completion (None: none that the search would run)."""
         ext = self._extraction(completion)
-        if ext is None or ext.status is not None or self.space.check_policy(ext.source):
+        if ext is None or ext.status is not None:
             return None
-        return self.space.key(ext.source)
+        early, key = self._screen(ext)
+        return None if early is not None else key
+
+    def _screen(self, ext: Extraction) -> tuple[EvalResult | None, str | None]:
+        """The static policy's result for a read network, and its key when it passes.
+
+        Computed once per extraction: with ``redraw_repeats`` the key is first read to find
+        repeats, then again when the candidate starts.
+        """
+        hit = self._screened.get(id(ext))
+        if hit is not None and hit[0] is ext:
+            return hit[1], hit[2]
+        early = self.space.check_policy(ext.source)
+        key = self.space.key(ext.source) if early is None else None
+        self._screened[id(ext)] = (ext, early, key)
+        return early, key
 
     def _complete(self, part: list[Plan], generation: int) -> list[Completion]:
         try:
@@ -255,10 +273,10 @@ class Search:
         elif ext.status is not None:
             early = EvalResult(ext.status, error=ext.error)
         else:
-            early = self.space.check_policy(ext.source)
+            early, key = self._screen(ext)
         if early is None:
             # One network, one fitness: a repeat of an earlier candidate reuses its result.
-            plan.key = self.space.key(ext.source)
+            plan.key = key
             earlier = state.evaluated.get(plan.key) if state is not None else None
             if earlier is not None:
                 plan.duplicate_of = int(earlier[0])
