@@ -86,6 +86,21 @@ def shared_sandbox():
     return box  # stopped when this process exits (process_sandbox's atexit hook)
 
 
+@pytest.fixture(scope="session")
+def unit_sandbox():
+    """One sandbox server (1 GiB, 20 s by default) for the tests that send it jobs directly.
+
+    Each job brings its own timeout (``Sandbox.run(timeout_s=...)``, or the search's
+    ``sandbox.timeout_s`` for a search it is lent to), so tests with different timeouts
+    share it; every job still runs in its own fresh child.
+    """
+    from llmatic.sandbox import Sandbox
+
+    with Sandbox(timeout_s=20, memory_mb=1024) as box:
+        box._ensure_server()  # time the candidates, not the server's imports
+        yield box
+
+
 def run_app(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """``llmatic ARGS`` run in this process from ``cwd`` (the console script's own ``main``).
 

@@ -18,7 +18,6 @@ from conftest import SMOKE, compose_config
 
 from llmatic.extract import check_source
 from llmatic.plan import seed_network
-from llmatic.sandbox import Sandbox
 from llmatic.types import Status
 
 pytestmark = pytest.mark.slow  # hostile code waits for the sandbox timeout, many times
@@ -42,17 +41,14 @@ class Net(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
-    """The search's own evaluation path (policy off: the sandbox alone), short timeout."""
+def search(tmp_path_factory, unit_sandbox):
+    """The search's own evaluation path (policy off: the sandbox alone), short timeout (it
+    travels with each job to the shared server)."""
     from llmatic.config import build_search
 
     cfg = compose_config(*SMOKE, "sandbox.static_policy=false", f"sandbox.timeout_s={TIMEOUT}",
                          "sandbox.memory_mb=1024", "budget.epochs=1")
-    box = Sandbox(timeout_s=TIMEOUT, memory_mb=1024)
-    s = build_search(cfg, tmp_path_factory.mktemp("adversarial"), sandbox=box)
-    box._ensure_server()  # time the candidates, not the server's imports
-    yield s
-    box.close()
+    return build_search(cfg, tmp_path_factory.mktemp("adversarial"), sandbox=unit_sandbox)
 
 
 @pytest.fixture(scope="module")

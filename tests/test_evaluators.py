@@ -51,7 +51,8 @@ def test_ray_matches_local(local_run, tmp_path):
 
 
 def test_searches_in_one_process_share_one_server_that_dies_with_the_process(tmp_path):
-    """A sweep's jobs (Hydra's basic launcher: one process) pay the server's imports once."""
+    """A sweep's jobs (Hydra's basic launcher: one process) pay the server's imports once,
+    also when they differ in their timeout (it travels with each job)."""
     import json
     import os
     import subprocess
@@ -67,7 +68,8 @@ from llmatic.rundir import read_history
 out = []
 for i in range(2):
     cfg = compose_config("dataset=digits", "budget=smoke", "budget.generations=1",
-                         "budget.candidates_per_generation=2", f"seed={{i}}")
+                         "budget.candidates_per_generation=2", f"seed={{i}}",
+                         f"sandbox.timeout_s={{120 + 30 * i}}")
     s = run_search(cfg, {str(tmp_path)!r} + f"/r{{i}}", show_progress=False)
     out.append({{"ok": s["status_counts"].get("ok"),
                 "servers": [b._proc.pid for b in evaluators._SHARED.values()]}})

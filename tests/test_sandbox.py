@@ -27,12 +27,11 @@ class Net(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, unit_sandbox):
     root = tmp_path_factory.mktemp("sandbox")
     dm = DigitsDataModule(input_shape=(1, 8, 8), num_classes=10)
     data_dir = dm.write_child_arrays(root / "data")
-    with Sandbox(timeout_s=20, memory_mb=1024) as box:
-        yield box, dm, data_dir, root
+    return unit_sandbox, dm, data_dir, root  # its jobs: 20 s unless they say otherwise
 
 
 def run(env, code, *, epochs=2, name="job", class_name="Net"):
@@ -109,13 +108,30 @@ def test_failures_get_their_status(env, code, status):
 
 
 def test_infinite_loop_is_killed_at_the_timeout(env, tmp_path):
-    box = Sandbox(timeout_s=2, memory_mb=512)
+    """The timeout travels with each job: the shared server (20 s) kills this one at 2 s and
+    stays up for the next job."""
+    box = env[0]
+    code = "import time\nwhile True:\n    pass\n"
+    outcome = box.run({"code": code, "class_name": "Net", "input_shape": [1, 8, 8],
+                       "num_classes": 10}, tmp_path / "loop", timeout_s=2)
+    assert outcome.timed_out
+    assert outcome.seconds < 10
+    result, _ = run(env, seed_network((1, 8, 8), 10), epochs=1, name="after_loop")
+    assert result.status is Status.OK, result.error
+
+
+def test_a_pool_on_a_lent_server_kills_at_its_own_timeout(env, tmp_path):
+    """An evaluator sends its run's timeout with each job, not the lent server's (20 s)."""
+    from llmatic.sandbox import PoolEvaluator
+
+    pool = PoolEvaluator(workers=1, gpus="none", sandbox=env[0])
+    pool.start(timeout_s=2, memory_mb=1024, torch_threads=1)
     try:
-        code = "import time\nwhile True:\n    pass\n"
-        outcome = box.run({"code": code, "class_name": "Net", "input_shape": [1, 8, 8],
-                           "num_classes": 10}, tmp_path / "loop")
+        outcome = pool.submit({"code": "while True:\n    pass\n", "class_name": "Net",
+                               "input_shape": [1, 8, 8], "num_classes": 10},
+                              tmp_path / "pool_loop").result()
     finally:
-        box.close()
+        pool.close()
     assert outcome.timed_out
     assert outcome.seconds < 10
 

@@ -54,13 +54,11 @@ def ddp_trainer(devices: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, unit_sandbox):
     root = tmp_path_factory.mktemp("sandbox_ddp")
     dm = DigitsDataModule(input_shape=(1, 8, 8), num_classes=10)
     data_dir = dm.write_child_arrays(root / "data")
-    with Sandbox(timeout_s=TIMEOUT, memory_mb=1024) as box:
-        box._ensure_server()  # time the candidates, not the server's imports
-        yield box, dm, data_dir, root
+    return unit_sandbox, dm, data_dir, root  # its jobs bring TIMEOUT (see run)
 
 
 def run(env, code, trainer, name):
@@ -71,7 +69,7 @@ def run(env, code, trainer, name):
            "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.003}}
     job_dir = root / name
     started = time.perf_counter()
-    outcome = box.run(job, job_dir)
+    outcome = box.run(job, job_dir, timeout_s=TIMEOUT)
     seconds = time.perf_counter() - started
     assert_nothing_left(box, job_dir)
     result = outcome_to_result(outcome, job_dir=job_dir, val_labels=dm.splits["y_val"],

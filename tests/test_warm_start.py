@@ -17,8 +17,9 @@ from conftest import compose_config
 
 from llmatic.errors import ConfigError
 
-#: A timeout no other test uses: this config's server is its own (process_sandbox's key).
-OWN = ("dataset=digits", "budget=smoke", "sandbox.timeout_s=97.25")
+#: A memory limit no other test uses: this config's server is its own (process_sandbox's
+#: key; the timeout is not part of it, it travels with each job).
+OWN = ("dataset=digits", "budget=smoke", "sandbox.memory_mb=4001")
 
 
 def test_server_starts_before_the_config_is_checked_and_goes_when_it_fails(

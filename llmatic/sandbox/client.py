@@ -57,7 +57,8 @@ class Sandbox:
     """Client of the pre-warmed server; thread-safe, one call to :meth:`run` per candidate.
 
     Args:
-        timeout_s: Wall-clock limit per candidate; the child's process group is killed.
+        timeout_s: Wall-clock limit per candidate (a job may bring its own: :meth:`run`);
+            the child's process group is killed.
         memory_mb: Memory a candidate may allocate beyond the pre-warmed runtime.
         torch_threads: Intra-op threads inside each child.
         isolation: ``sandbox.isolation`` (auto | strict | python).
@@ -187,16 +188,21 @@ class Sandbox:
         self.close()
 
     # -- one candidate ------------------------------------------------------------------
-    def run(self, job: dict[str, Any], job_dir: Path, *, cuda_devices: str | None = None
-            ) -> ChildOutcome:
+    def run(self, job: dict[str, Any], job_dir: Path, *, cuda_devices: str | None = None,
+            timeout_s: float | None = None) -> ChildOutcome:
         """Run ``job`` in a fresh child with ``job_dir`` as its working directory.
 
         ``cuda_devices`` sets the child's ``CUDA_VISIBLE_DEVICES`` (its GPU binding). A DDP
         trainer config with several devices runs one rank per device (:func:`plan_ranks`).
+        ``timeout_s``: this job's wall-clock limit (default: the server's ``timeout_s``); it
+        travels with the job, so searches with different timeouts can share one server.
 
         Raises:
-            ValueError: for a DDP trainer config the sandbox cannot run.
+            ValueError: for a DDP trainer config the sandbox cannot run, or a timeout <= 0.
         """
+        timeout = self.timeout_s if timeout_s is None else float(timeout_s)
+        if not timeout > 0:
+            raise ValueError(f"sandbox.timeout_s must be > 0, got {timeout_s}")
         world_size = 1
         trains = int(job.get("epochs", 0)) > 0 and job.get("data_dir")
         if trains and isinstance(job.get("trainer"), dict):
@@ -205,15 +211,15 @@ class Sandbox:
                 job = {**job, "trainer": trainer}
         job_dir = _prepare_job_dir(job, job_dir)
         waiter: queue.Queue = queue.Queue()
-        job_id = self._send(job_dir, waiter, cuda_devices, world_size)
+        job_id = self._send(job_dir, waiter, cuda_devices, world_size, timeout)
         events: dict[str, int] = {}
-        started, exitcode, timed_out = self._wait(job_id, waiter, events)
+        started, exitcode, timed_out = self._wait(job_id, waiter, events, timeout)
         outcome = _collect(job, job_dir, started, exitcode, timed_out)
         outcome.events = events
         return outcome
 
     def _send(self, job_dir: Path, waiter: queue.Queue, cuda_devices: str | None,
-              world_size: int) -> int:
+              world_size: int, timeout_s: float) -> int:
         """Ask the server (started if need be) to fork a child for ``job_dir``; the job's id."""
         with self._lock:
             proc = self._ensure_server()  # may wait for the server's imports: not timed
@@ -221,7 +227,7 @@ class Sandbox:
             self._next_id += 1
             self._waiters[job_id] = waiter
             request = {"id": job_id, "job_dir": str(job_dir), "memory_mb": self.memory_mb,
-                       "torch_threads": self.torch_threads, "timeout_s": self.timeout_s,
+                       "torch_threads": self.torch_threads, "timeout_s": timeout_s,
                        "cuda_devices": cuda_devices}
             if world_size > 1:
                 request["world_size"] = world_size
@@ -229,8 +235,8 @@ class Sandbox:
             proc.stdin.flush()
         return job_id
 
-    def _wait(self, job_id: int, waiter: queue.Queue, events: dict[str, int]
-              ) -> tuple[float, int | None, bool]:
+    def _wait(self, job_id: int, waiter: queue.Queue, events: dict[str, int],
+              timeout_s: float) -> tuple[float, int | None, bool]:
         """Wait for the child to exit, killing its group at the timeout (``events``: filled).
 
         Returns:
@@ -248,7 +254,7 @@ class Sandbox:
                 started = time.perf_counter()
             else:
                 exitcode = pid_msg.get("exitcode")
-            deadline = started + self.timeout_s
+            deadline = started + timeout_s
             while pid is not None:
                 try:
                     msg = waiter.get(timeout=max(0.0, deadline - time.perf_counter()))

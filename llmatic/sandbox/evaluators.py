@@ -101,8 +101,13 @@ def process_sandbox(*, timeout_s: float, memory_mb: int | None, torch_threads: i
     share one server instead of importing torch and Lightning again for every job (seconds
     each). The server never runs candidate code itself: every candidate still gets a fresh
     child forked from it. The servers stop when the process exits.
+
+    The server is chosen by the limits it enforces when it forks (memory, threads,
+    isolation, caps), not by ``timeout_s``: the timeout travels with each job
+    (``Sandbox.run(timeout_s=...)``), so runs that differ only in their timeout share one.
+    ``timeout_s`` is the default for callers that do not pass one.
     """
-    key = (float(timeout_s), None if memory_mb is None else int(memory_mb), int(torch_threads),
+    key = (None if memory_mb is None else int(memory_mb), int(torch_threads),
            isolation, json.dumps(caps or {}, sort_keys=True))
     with _SHARED_LOCK:
         box = _SHARED.get(key)
@@ -178,6 +183,8 @@ class PoolEvaluator(_DispatchingEvaluator):
         self.gpus_option = gpus
         self.gpus_per_worker = int(gpus_per_worker)
         self.sandbox = sandbox
+        #: Each job's wall-clock limit (``start``'s ``timeout_s``; it travels with the job).
+        self.timeout_s: float | None = None
 
     def start(self, *, timeout_s: float, memory_mb: int | None, torch_threads: int,
               isolation: str | None = None, caps: dict[str, Any] | None = None) -> None:
@@ -187,6 +194,7 @@ class PoolEvaluator(_DispatchingEvaluator):
         ``LLMATIC_ISOLATION`` environment variable, else auto). After the server started,
         ``self.sandbox.isolation_report`` names the kernel layers every candidate gets.
         """
+        self.timeout_s = float(timeout_s)
         if self.sandbox is None:  # the process's server: later runs here reuse it
             self.sandbox = process_sandbox(timeout_s=timeout_s, memory_mb=memory_mb,
                                            torch_threads=torch_threads, isolation=isolation,
@@ -207,7 +215,7 @@ class PoolEvaluator(_DispatchingEvaluator):
                    "llmatic-eval")
 
     def _run_on(self, gpu: str | None, job: dict[str, Any], job_dir: Path) -> ChildOutcome:
-        return self.sandbox.run(job, job_dir, cuda_devices=gpu)
+        return self.sandbox.run(job, job_dir, cuda_devices=gpu, timeout_s=self.timeout_s)
 
     def close(self) -> None:
         """Wait for running jobs.
