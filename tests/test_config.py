@@ -173,6 +173,10 @@ def test_paper_budget_and_instructions():
         ("fitness=speed", "fitness"),
         ("operators.mutation_template=no placeholders", "operators.mutation_template"),
         ("temperature.min=2.0", "temperature.min"),
+        ("temperature.start=-1", "temperature.start"),  # was clipped to min without a word
+        (("temperature=linear_decay", "temperature.end=0.01"), "temperature.end"),
+        (("temperature=constant", "temperature.value=1.5"), "temperature.value"),
+        ("temperature.step=-0.1", "temperature.step"),
         ("descriptors.names=[width_to_depth,colour]", "descriptors.names"),
         ("operators.p_mutation=abc", "operators.p_mutation"),
         (("trainer=ddp", "trainer.num_nodes=2"), "trainer.num_nodes"),

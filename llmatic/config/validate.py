@@ -130,6 +130,13 @@ def _check_operators_and_archives(cfg: DictConfig) -> None:
         raise ConfigError(str(exc)) from exc
     lo, hi = number(cfg, "temperature.min"), number(cfg, "temperature.max")
     need(0 < lo <= hi, "temperature.min/max", f"need 0 < min <= max, got [{lo}, {hi}]")
+    for key in ("start", "end", "value"):  # the schedule's own temperatures (never clipped)
+        if cfg.temperature.get(key) is not None:
+            t = number(cfg, f"temperature.{key}")
+            need(lo <= t <= hi, f"temperature.{key}",
+                 f"must be within temperature.min/max [{lo:g}, {hi:g}], got {t:g}")
+    if cfg.temperature.get("step") is not None:
+        need(number(cfg, "temperature.step") >= 0, "temperature.step", "must be >= 0")
     shape = list(cfg.dataset.input_shape)
     need(len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
          "dataset.input_shape", f"must be [channels, height, width], got {shape}")
