@@ -5,7 +5,8 @@ Before Hydra starts, :func:`main` checks the command line: an override that does
 and ``resume=`` of a directory that holds no run are one named line on stderr (exit 2), and
 nothing is written. A resume logs into the run it continues (no new ``outputs/DATE/TIME``).
 A command that fails before its search evaluated anything removes the run directory Hydra
-made for it (only ``.hydra/``, the log and the saved config were in it).
+made for it (only ``.hydra/``, the log, the saved config and the children's copy of the
+data were in it).
 
 No cold start on the critical path: the sandbox server the config will use starts as soon as
 the command line's config is composed (before Hydra's app, the config's checks, the data and
@@ -35,11 +36,13 @@ from llmatic.config import (
     run_search,
     validate_config,
 )
+from llmatic.rundir import CONFIG, DATA
 
 log = logging.getLogger("llmatic")
 
-#: What a run directory holds before its search has evaluated anything.
-_STARTUP_FILES = {".hydra", "config.yaml"}
+#: What a run directory holds before its search has evaluated anything: Hydra's files, the
+#: saved config and the children's copy of the dataset (written before the LLM loads).
+_STARTUP_FILES = {".hydra", CONFIG, DATA}
 #: When this process started (perf_counter), for the first job's time to the first result.
 _PROCESS_START: list[float] = []
 
@@ -63,8 +66,9 @@ def _name_wandb_run(cfg: DictConfig, hydra_cfg) -> None:  # noqa: ANN001
 def remove_if_unused(run_dir: Path) -> bool:
     """Remove ``run_dir`` if nothing but start-up files is in it (a failed command's folder).
 
-    Start-up files are Hydra's ``.hydra/``, its log and the saved ``config.yaml``: the search
-    had not evaluated anything. An empty ``outputs/DATE`` (and ``outputs``) above it goes too.
+    Start-up files are Hydra's ``.hydra/``, its log, the saved ``config.yaml`` and ``data/``
+    (the dataset's arrays for the children): the search had not evaluated anything. An empty
+    ``outputs/DATE`` (and ``outputs``) above it goes too.
     """
     try:
         entries = list(run_dir.iterdir())

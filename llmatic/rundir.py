@@ -4,7 +4,9 @@ A run directory holds ``config.yaml`` (the resolved config, read by ``resume``),
 ``history.jsonl`` (one record per candidate, appended after each generation),
 ``checkpoints/gen_XXXX.pkl`` and ``checkpoints/latest.pkl`` (the pickled search state after
 each generation), ``metrics.csv`` (one row per generation), ``summary.json`` (written at the
-end), ``candidates/`` (every candidate's source) and, while candidates train, ``jobs/``.
+end), ``candidates/`` (every candidate's source), ``data/`` (the dataset's arrays as the
+sandboxed children read them, written again by every start) and, while candidates train,
+``jobs/``.
 
 Checkpoints pickle llmatic's own classes. Runs written before the package layout of
 version 0.2 name modules that have since moved (``llmatic.archives``, ``llmatic.temperature``
@@ -33,6 +35,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest.pkl"
 CANDIDATES = "candidates"
 JOBS = "jobs"
+DATA = "data"
 #: The config Hydra saves before the app starts (a run killed before writing CONFIG has it).
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 

@@ -300,6 +300,9 @@ FAILED_COMMANDS = [
      "evaluator.num_gpus=1: evaluator=ray starts a local Ray instance"),
     pytest.param(["dataset=cifar10", "dataset.data_dir=nodata", "dataset.download=false"],
                  "dataset.data_dir", marks=pytest.mark.slow),  # fails after config.yaml
+    pytest.param(["llm=hf", "llm.model=/nonexistent/model"],
+                 "llm.model='/nonexistent/model' could not be loaded",
+                 marks=pytest.mark.slow),  # fails after the children's data/ was written
 ]
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmatic.extract import DEFAULT_ALLOWED_IMPORTS, Extraction, extract_network, policy_error
+from llmatic.rundir import DATA
 from llmatic.sandbox import outcome_to_result
 from llmatic.search.state import source_key
 from llmatic.settings import JobRecipe
@@ -120,7 +121,7 @@ class NetworkSpace:
         self.input_shape = tuple(int(v) for v in datamodule.input_shape)
         self.num_classes = int(datamodule.num_classes)
         self.val_labels = datamodule.splits["y_val"]
-        self.data_dir = datamodule.write_child_arrays(self.run_dir / "data")
+        self.data_dir = datamodule.write_child_arrays(self.run_dir / DATA)
         self.sandbox = getattr(evaluator, "sandbox", None)
 
     @property
