@@ -94,11 +94,10 @@ class Search:
                              run_dir=self.run_dir)
         #: Networks submitted and not yet told: key -> (candidate id, future).
         self._running: dict[str, tuple[int, Future]] = {}
-        #: Extractions made while redrawing repeats, by completion, for the generator call
-        #: being handled (each completion is read once).
-        self._extracted: dict[int, tuple[Completion, Extraction | None]] = {}
-        #: Per extraction of the current generator call: its policy result and key.
-        self._screened: dict[int, tuple[Extraction, EvalResult | None, str | None]] = {}
+        #: The readings of the current generator call's completions (:meth:`_read`), by
+        #: completion (kept in the entry, so its id stays unique): each is read once.
+        self._readings: dict[int, tuple[Completion, Extraction | None, EvalResult | None,
+                                        str | None]] = {}
         #: The run clock (seconds; it continues across a resume) and the workers' queue.
         self.clock = RunClock()
         self.dispatcher = Dispatcher(self.workers, self.clock)
@@ -198,7 +197,7 @@ class Search:
 
     def extract_and_keep(self, plan: Plan, completion: Completion, generation: int) -> Any:
         """Extract a completion's network and write its source to ``candidates/``."""
-        ext = self._extraction(completion)
+        ext = self._read(completion)[0]
         # A cell is fully described by its arch string in the history; its text is kept
         # only when it could not be read (to see what the LLM wrote).
         if self.space.keeps_text(ext):
@@ -207,49 +206,38 @@ class Search:
             write_run_file(path, text or "", self.run_dir)
         return ext
 
-    def _extraction(self, completion: Completion) -> Extraction | None:
-        """The network in a completion (None: no answer), read once per generator call."""
-        hit = self._extracted.get(id(completion))
-        if hit is not None and hit[0] is completion:
-            return hit[1]
+    def _read(self, completion: Completion
+              ) -> tuple[Extraction | None, EvalResult | None, str | None]:
+        """A completion's network, the static policy's rejection of it and its key.
+
+        ``(extraction or None when there is no answer, a forbidden result or None, the key
+        or None when there is no network to run)``. Computed once per completion of a
+        generator call: with ``redraw_repeats`` the key is first read to find repeats, then
+        again when the candidate starts.
+        """
+        hit = self._readings.get(id(completion))
+        if hit is not None:
+            return hit[1:]
         ext = self.extract(completion.text) if completion.ok else None
-        self._extracted[id(completion)] = (completion, ext)
-        return ext
+        rejected = key = None
+        if ext is not None and ext.status is None:
+            rejected = self.space.check_policy(ext.source)
+            key = self.space.key(ext.source) if rejected is None else None
+        self._readings[id(completion)] = (completion, ext, rejected, key)
+        return ext, rejected, key
 
     def _generate(self, part: list[Plan], generation: int,
                   state: SearchState | None = None) -> list[Completion]:
-        self._extracted.clear()  # the previous call's completions were all extracted
-        self._screened.clear()
+        self._readings.clear()  # the previous call's completions were all read
         completions = self._complete(part, generation)
         if state is not None and self.settings.redraw_repeats:  # beyond the paper
             completions = redraw_repeats(
                 part, completions, generate=lambda plans: self._complete(plans, generation),
-                key_of=self._key_of, attempts=self.settings.redraw_repeats,
+                key_of=lambda completion: self._read(completion)[2],
+                attempts=self.settings.redraw_repeats,
                 redraw=self.planner.redraw,
                 taken=lambda key: key in state.evaluated or key in self._running)
         return completions
-
-    def _key_of(self, completion: Completion) -> str | None:
-        """The key of the network in a completion (None: none that the search would run)."""
-        ext = self._extraction(completion)
-        if ext is None or ext.status is not None:
-            return None
-        early, key = self._screen(ext)
-        return None if early is not None else key
-
-    def _screen(self, ext: Extraction) -> tuple[EvalResult | None, str | None]:
-        """The static policy's result for a read network, and its key when it passes.
-
-        Computed once per extraction: with ``redraw_repeats`` the key is first read to find
-        repeats, then again when the candidate starts.
-        """
-        hit = self._screened.get(id(ext))
-        if hit is not None and hit[0] is ext:
-            return hit[1], hit[2]
-        early = self.space.check_policy(ext.source)
-        key = self.space.key(ext.source) if early is None else None
-        self._screened[id(ext)] = (ext, early, key)
-        return early, key
 
     def _complete(self, part: list[Plan], generation: int) -> list[Completion]:
         try:
@@ -273,7 +261,7 @@ class Search:
         elif ext.status is not None:
             early = EvalResult(ext.status, error=ext.error)
         else:
-            early, key = self._screen(ext)
+            _, early, key = self._read(completion)
         if early is None:
             # One network, one fitness: a repeat of an earlier candidate reuses its result.
             plan.key = key
