@@ -73,7 +73,7 @@ def shared_sandbox():
     Each search would otherwise start its own server (~10 s of imports on 2 cores); every
     candidate still runs in its own fresh child, exactly as in a real run. It is this
     process's server for the SMOKE limits (``process_sandbox``), so the app run in-process
-    (:func:`run_app`) with those limits uses it too.
+    (:func:`run_app`) with those limits, whatever its ``sandbox.timeout_s``, uses it too.
     """
     from llmatic.config.build import sandbox_limits
     from llmatic.sandbox.evaluators import process_sandbox

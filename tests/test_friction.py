@@ -140,7 +140,7 @@ def test_notebook_resolves_a_relative_run_dir_against_the_shell_directory(monkey
 # two candidates can finish within the moment between seeing a job and sending SIGINT).
 ARGS = ("dataset=digits", "budget=smoke",
         "budget.generations=2", "budget.candidates_per_generation=2",
-        "budget.epochs=6", "sandbox.workers=2", "sandbox.timeout_s=60", "seed=5")
+        "budget.epochs=6", "sandbox.workers=2", "seed=5")
 
 
 def _parent(pid: int) -> int | None:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # each case starts `llmatic` and kills it, once o
 # last generation, a kill at >= 1 in the first.
 ARGS = ("dataset=digits", "budget=smoke",
         "budget.generations=3", "budget.candidates_per_generation=4",
-        "seed=7", "sandbox.timeout_s=60")  # the SMOKE limits: the session's server
+        "seed=7")
 
 
 def _llmatic(*args, cwd):

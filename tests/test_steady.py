@@ -254,8 +254,7 @@ def test_killed_steady_run_resumes_to_the_same_result(trained_steady, tmp_path, 
 
     reference, _ = trained_steady
     run_dir = tmp_path / "run"
-    proc = _llmatic(*SMOKE, "sandbox.workers=2", "sandbox.timeout_s=60",
-                    f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = _llmatic(*SMOKE, "sandbox.workers=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     _kill_after_checkpoint(proc, run_dir, 1)
     assert read_checkpoint(run_dir).pending_plans  # planned ahead, in flight when killed
     assert run_app(f"resume={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch) == 0
